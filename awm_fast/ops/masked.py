@@ -21,7 +21,7 @@ from awm_fast.ops.torch_autograd import MaskedConv2dTorchFunction, MaskedLinearT
 BACKENDS = ("auto", "reference", "torch", "triton")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def triton_kernels_available() -> bool:
     """True when Triton and awm_fast's kernels import (they run on CUDA, or on CPU under TRITON_INTERPRET=1)."""
     try:

@@ -34,6 +34,11 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
+def _accumulate_dtype(x: torch.Tensor, mask: torch.Tensor) -> torch.dtype:
+    """fp32, or fp64 when the inputs are fp64: never below the mask's own precision."""
+    return torch.promote_types(torch.float32, torch.promote_types(x.dtype, mask.dtype))
+
+
 def _cast(bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     return None if bias is None else bias.to(dtype)
 
@@ -67,11 +72,12 @@ class MaskedLinearTorchFunction(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             # grad_yᵀ·x summed over every leading dim. fp32 operands: the reduction runs over all tokens,
             # and the result feeds an fp32 mask, so low-precision accumulation would be the wrong trade.
-            grad_y_2d = grad_y.reshape(-1, grad_y.shape[-1]).float()
-            x_2d = x.reshape(-1, x.shape[-1]).float()
-            grad_mask = (grad_y_2d.t() @ x_2d).mul_(weight.float()).to(mask.dtype)
+            acc = _accumulate_dtype(x, mask)
+            grad_y_2d = grad_y.reshape(-1, grad_y.shape[-1]).to(acc)
+            x_2d = x.reshape(-1, x.shape[-1]).to(acc)
+            grad_mask = (grad_y_2d.t() @ x_2d).mul_(weight.to(acc)).to(mask.dtype)
         if ctx.bias_dtype is not None and ctx.needs_input_grad[3]:
-            grad_bias = grad_y.reshape(-1, grad_y.shape[-1]).float().sum(0).to(ctx.bias_dtype)
+            grad_bias = grad_y.reshape(-1, grad_y.shape[-1]).to(_accumulate_dtype(x, mask)).sum(0).to(ctx.bias_dtype)
         return grad_x, None, grad_mask, grad_bias
 
 
@@ -111,7 +117,8 @@ class MaskedConv2dTorchFunction(torch.autograd.Function):
             grad_x = grad_x.to(ctx.x_dtype)
         if ctx.needs_input_grad[2]:
             grad_w_eff = torch.nn.grad.conv2d_weight(x, weight.shape, grad_y, stride, padding, dilation, groups)
-            grad_mask = grad_w_eff.float().mul_(weight.float()).to(mask.dtype)
+            acc = _accumulate_dtype(x, mask)
+            grad_mask = grad_w_eff.to(acc).mul_(weight.to(acc)).to(mask.dtype)
         if ctx.bias_dtype is not None and ctx.needs_input_grad[3]:
-            grad_bias = grad_y.float().sum((0, 2, 3)).to(ctx.bias_dtype)
+            grad_bias = grad_y.to(_accumulate_dtype(x, mask)).sum((0, 2, 3)).to(ctx.bias_dtype)
         return grad_x, None, grad_mask, grad_bias, None, None, None, None

@@ -1,0 +1,200 @@
+"""AWMConfig: every hyper-parameter of Adversarial Weight Masking, with the authors' defaults.
+
+Fields left at None are resolved by `resolve()` from the mode and the data: `trigger_norm` scales with
+the input size, `mask_layers` follows the mode. `resolve()` returns a new, fully concrete config; the
+one a user built is never changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+MODES = ("paper", "improved")
+PRECISIONS = ("fp32", "bf16", "fp16")
+BACKEND_NAMES = ("auto", "reference", "torch", "triton")
+MASK_LAYER_PRESETS = ("conv", "linear", "conv+linear")
+PROJECTIONS = ("rescale", "exact")
+CLEAN_LOSSES = ("ce", "distill")
+
+# The authors' L1 budget for a 3x32x32 CIFAR image; `trigger_norm=None` keeps this per-element budget.
+PAPER_TRIGGER_NORM = 1000.0
+PAPER_INPUT_NUMEL = 3 * 32 * 32
+
+MaskLayers = str | Sequence[str] | Callable[[str, Any], bool]
+
+
+@dataclasses.dataclass(frozen=True)
+class AWMConfig:
+    """Hyper-parameters of `awm_fast.purify`. Every field can also be passed to purify() as a keyword.
+
+    Algorithm (ALGORITHM.md; defaults are the authors' main.py):
+        outer:         outer epochs T (trigger recovery + mask update each).                      20
+        inner:         inner epochs; steps per phase = max(1, |D| // batch_size) * inner.          5
+        batch_size:    minibatch size; minibatches are drawn with replacement from the data.     128
+        alpha:         weight of the clean loss; (1 - alpha) weighs the loss under the trigger.  0.9
+        gamma:         weight of the mask L1 penalty Σ‖m‖₁.                                      1e-8
+        trigger_norm:  L1 radius τ of the trigger. None scales the authors' τ=1000 for 3×32×32
+                       (0.326 per input element) to the input size: τ = 1000 · numel(x) / 3072,
+                       so one default serves 1×8×8 digits and 3×224×224 images alike.
+        lr_trigger:    SGD learning rate of the trigger ascent.                                    10
+        lr_mask:       Adam learning rate of the masks.                                          1e-2
+        lr_decay:      ExponentialLR factor applied to lr_mask after each outer epoch (the
+                       authors' code always applies 0.9); None disables it.                      0.9
+        shrink_steps:  warm-up epochs of CE + γ‖m‖₁ (Adam, lr 1e-3) before the loop.               0
+        num_triggers:  K triggers recovered at once in one batched forward; the mask step uses
+                       all of them (K=1 is the paper).                                              1
+        projection:    "rescale" (the authors' Δ·min(1, τ/‖Δ‖₁)) or "exact" (Euclidean L1-ball
+                       projection). None follows the mode.
+        steps:         trigger and mask steps per outer epoch; None = max(1, |D| // batch_size) *
+                       inner, the authors' formula guarded against zero (their code runs no step at
+                       all when the data is smaller than a batch).
+        clamp_ascent:  clamp x + Δ to input_bounds during trigger recovery too (the paper does not).
+                       None follows the mode.
+        clean_loss:    "ce" (the paper: cross-entropy on the true labels) or "distill" (KL to the
+                       original model's predictions, which overfits a tiny set less). None follows
+                       the mode.
+        mask_layers:   which weights get masks: "conv" (the paper: every Conv2d), "linear",
+                       "conv+linear", a list of module names, or a predicate (name, module) -> bool.
+                       None follows the mode.
+        input_bounds:  valid input range (lo, hi); triggered inputs are clamped to it.        (0, 1)
+        one_shot_augment: augmented copies added per image when the data holds at most one image
+                       per class (the authors add 9: random resized crop + horizontal flip);
+                       0 disables.                                                                   9
+
+    Execution:
+        mode:      "paper" runs the authors' procedure step by step; "improved" the project's defaults.
+        backend:   "auto" | "reference" | "torch" | "triton" (see awm_fast.ops).
+        precision: "fp32" | "bf16" | "fp16": autocast dtype of the forward; masks stay fp32.
+        device:    where to run; None = the model's device.
+        seed:      seeds sampling, augmentation and initialisation; None = nondeterministic.
+        inplace:   purify the caller's model object itself instead of a deep copy.
+        log_every: print a progress line every this many outer epochs when verbose (0 = never).
+    """
+
+    mode: str = "paper"
+    backend: str = "auto"
+    precision: str = "fp32"
+    device: str | None = None
+    seed: int | None = 0
+    outer: int = 20
+    inner: int = 5
+    batch_size: int = 128
+    alpha: float = 0.9
+    gamma: float = 1e-8
+    trigger_norm: float | None = None
+    lr_trigger: float = 10.0
+    lr_mask: float = 1e-2
+    lr_decay: float | None = 0.9
+    shrink_steps: int = 0
+    num_triggers: int = 1
+    projection: str | None = None
+    steps: int | None = None
+    clamp_ascent: bool | None = None
+    clean_loss: str | None = None
+    mask_layers: MaskLayers | None = None
+    input_bounds: tuple[float, float] = (0.0, 1.0)
+    one_shot_augment: int = 9
+    inplace: bool = False
+    log_every: int = 1
+
+    def replace(self, **overrides: Any) -> AWMConfig:
+        """A copy with `overrides` applied; unknown names raise TypeError listing the valid ones."""
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            valid = ", ".join(f.name for f in dataclasses.fields(self))
+            raise TypeError(f"unknown AWMConfig option(s) {unknown}; valid options: {valid}")
+        return dataclasses.replace(self, **overrides)
+
+    def validate(self) -> AWMConfig:
+        """Raise ValueError naming the first invalid field; return self."""
+        _check_choice("mode", self.mode, MODES)
+        _check_choice("backend", self.backend, BACKEND_NAMES)
+        _check_choice("precision", self.precision, PRECISIONS)
+        if self.projection is not None:
+            _check_choice("projection", self.projection, PROJECTIONS)
+        if self.clean_loss is not None:
+            _check_choice("clean_loss", self.clean_loss, CLEAN_LOSSES)
+        if self.steps is not None:
+            _check_int("steps", self.steps, minimum=1)
+        for name in ("outer", "inner", "batch_size", "num_triggers"):
+            _check_int(name, getattr(self, name), minimum=1)
+        for name in ("shrink_steps", "one_shot_augment", "log_every"):
+            _check_int(name, getattr(self, name), minimum=0)
+        if self.seed is not None:
+            _check_int("seed", self.seed, minimum=0)
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}")
+        for name in ("gamma",):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)}")
+        for name in ("lr_trigger", "lr_mask"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ValueError(f"{name} must be finite and > 0, got {getattr(self, name)}")
+        if self.trigger_norm is not None and not (math.isfinite(self.trigger_norm) and self.trigger_norm > 0):
+            raise ValueError(f"trigger_norm must be finite and > 0, got {self.trigger_norm}")
+        if self.lr_decay is not None and not 0.0 < self.lr_decay <= 1.0:
+            raise ValueError(f"lr_decay must lie in (0, 1] or be None, got {self.lr_decay}")
+        lo, hi = _bounds(self.input_bounds)
+        if not lo < hi:
+            raise ValueError(f"input_bounds must satisfy lo < hi, got {self.input_bounds}")
+        if isinstance(self.mask_layers, str):
+            _check_choice("mask_layers", self.mask_layers, MASK_LAYER_PRESETS)
+        return self
+
+    def resolve(self, input_numel: int, num_samples: int) -> AWMConfig:
+        """The concrete config for `num_samples` inputs of `input_numel` elements (C·H·W) each.
+
+        No None is left but device, seed and lr_decay.
+        """
+        self.validate()
+        improved = self.mode == "improved"
+        trigger_norm = self.trigger_norm
+        if trigger_norm is None:
+            trigger_norm = PAPER_TRIGGER_NORM * input_numel / PAPER_INPUT_NUMEL
+        mask_layers = self.mask_layers if self.mask_layers is not None else ("conv+linear" if improved else "conv")
+        projection = self.projection if self.projection is not None else ("exact" if improved else "rescale")
+        steps = self.steps
+        if steps is None:
+            steps = max(1, num_samples // self.batch_size) * self.inner
+            if improved:
+                # Measured (EFFICACY_NOTES.md): 5 mask steps per epoch leave a third of the backdoor on
+                # one-shot data, 15 erase it; the distilled clean term pays for the extra steps.
+                steps = max(steps, 3 * self.inner)
+        return dataclasses.replace(
+            self,
+            steps=steps,
+            clamp_ascent=self.clamp_ascent if self.clamp_ascent is not None else improved,
+            clean_loss=self.clean_loss or ("distill" if improved else "ce"),
+            trigger_norm=float(trigger_norm),
+            mask_layers=mask_layers,
+            projection=projection,
+            input_bounds=_bounds(self.input_bounds),
+        )
+
+
+def make_config(config: AWMConfig | None, overrides: dict[str, Any]) -> AWMConfig:
+    """config (or the defaults) with purify()'s keyword overrides applied and validated."""
+    if config is not None and not isinstance(config, AWMConfig):
+        raise TypeError(f"config must be an awm_fast.AWMConfig or None, got {type(config).__name__}")
+    return (config or AWMConfig()).replace(**overrides).validate()
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; expected one of {choices}")
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def _bounds(bounds: Any) -> tuple[float, float]:
+    try:
+        lo, hi = bounds
+        return float(lo), float(hi)
+    except (TypeError, ValueError):
+        raise ValueError(f"input_bounds must be a pair (lo, hi), got {bounds!r}") from None

@@ -1,0 +1,18 @@
+"""Test-session setup shared by every test file.
+
+Triton kernels are exercised on CPU tensors through Triton's interpreter; the variable must be set
+before any kernel module is imported (triton.jit reads it at decoration time).
+"""
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    torch.manual_seed(0)
+    yield

@@ -1,0 +1,230 @@
+"""purify(): the API contract, faithfulness to the authors' loop, and backend parity."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+from authors_awm import authors_awm_masks
+from tiny_models import tiny_cnn, tiny_data
+from torch.utils.data import DataLoader, TensorDataset
+
+import awm_fast
+
+FAST = dict(outer=3, inner=2, batch_size=8)
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_caller_model_is_not_mutated_and_result_is_plain_same_class():
+    model, (x, y) = tiny_cnn(), tiny_data()
+    model.train()  # a model in train mode: purify works in eval mode on a copy
+    before, flags = _state(model), [p.requires_grad for p in model.parameters()]
+    result = awm_fast.purify(model, (x, y), **FAST)
+
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert model.training and [p.requires_grad for p in model.parameters()] == flags
+    assert type(result.model) is type(model) and result.model is not model
+    assert not result.model.training
+    names = {type(m).__name__ for m in result.model.modules()}
+    assert not names & {"MaskedConv2d", "MaskedLinear"}
+    assert [p.requires_grad for p in result.model.parameters()] == flags
+
+
+def test_folded_weights_equal_weight_times_mask_and_masks_in_unit_interval():
+    model, (x, y) = tiny_cnn(), tiny_data()
+    result = awm_fast.purify(model, (x, y), **FAST)
+    assert set(result.masks) == {"0.weight", "3.weight"}  # paper mode: every Conv2d, no Linear
+    original, purified = dict(model.named_parameters()), dict(result.model.named_parameters())
+    for name, mask in result.masks.items():
+        assert mask.dtype == torch.float32 and mask.shape == original[name].shape
+        assert 0.0 <= float(mask.min()) and float(mask.max()) <= 1.0
+        assert float(mask.min()) < 1.0  # the masks moved
+        torch.testing.assert_close(purified[name], original[name] * mask, atol=0, rtol=0)
+    for name in set(original) - set(result.masks):
+        assert torch.equal(purified[name], original[name]), name
+
+
+def test_inplace_purifies_the_callers_object():
+    model, (x, y) = tiny_cnn(), tiny_data()
+    expected = awm_fast.purify(model, (x, y), **FAST)
+    result = awm_fast.purify(model, (x, y), inplace=True, **FAST)
+    assert result.model is model
+    for name, value in expected.model.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], value, atol=0, rtol=0)
+
+
+def test_paper_mode_reproduces_an_independent_transcription_of_the_authors_loop():
+    model, (x, y) = tiny_cnn(), tiny_data(per_class=3)
+    hyper = dict(outer=4, inner=2, batch_size=5, alpha=0.9, gamma=1e-3, trigger_norm=3.0, lr_trigger=10.0,
+                 lr_mask=1e-2, lr_decay=0.9, seed=7)
+    expected = authors_awm_masks(model, x, y, **hyper)
+    result = awm_fast.purify(model, (x, y), backend="reference", mode="paper", **hyper)
+    assert set(result.masks) == set(expected)
+    for name in expected:
+        torch.testing.assert_close(result.masks[name], expected[name], atol=1e-6, rtol=1e-6, msg=name)
+    assert float(result.trigger.abs().sum()) <= 3.0 * (1 + 1e-6)
+
+
+@pytest.mark.parametrize("mode", ["paper", "improved"])
+def test_torch_backend_gives_the_reference_backends_masks(mode):
+    model, (x, y) = tiny_cnn(), tiny_data()
+    results = {backend: awm_fast.purify(model, (x, y), backend=backend, mode=mode, **FAST)
+               for backend in ("reference", "torch")}
+    assert set(results["torch"].masks) == set(results["reference"].masks)
+    # fp32 throughout; the torch backend runs the clean and triggered batches in one forward and
+    # reduces in a different order, so equality holds to fp32 rounding, amplified a little by Adam.
+    for name, mask in results["reference"].masks.items():
+        torch.testing.assert_close(results["torch"].masks[name], mask, atol=1e-5, rtol=1e-5, msg=name)
+    torch.testing.assert_close(results["torch"].trigger, results["reference"].trigger, atol=1e-4, rtol=1e-4)
+
+
+def test_same_seed_is_bit_identical_and_a_new_seed_differs():
+    model, (x, y) = tiny_cnn(), tiny_data(per_class=1)  # one per class: the random augmentation runs too
+    first = awm_fast.purify(model, (x, y), seed=3, **FAST)
+    second = awm_fast.purify(model, (x, y), seed=3, **FAST)
+    other = awm_fast.purify(model, (x, y), seed=4, **FAST)
+    for name in first.masks:
+        assert torch.equal(first.masks[name], second.masks[name])
+    assert any(not torch.equal(first.masks[n], other.masks[n]) for n in first.masks)
+
+
+def test_tensors_dataset_and_dataloader_give_the_same_result():
+    model, (x, y) = tiny_cnn(), tiny_data()
+    from_tensors = awm_fast.purify(model, (x, y), **FAST)
+    from_dataset = awm_fast.purify(model, TensorDataset(x, y), **FAST)
+    from_loader = awm_fast.purify(model, DataLoader(TensorDataset(x, y), batch_size=3), **FAST)
+    for name, mask in from_tensors.masks.items():
+        assert torch.equal(from_dataset.masks[name], mask)
+        assert torch.equal(from_loader.masks[name], mask)
+
+
+def test_one_sample_per_class_runs_with_augmentation_and_nonzero_steps():
+    model, (x, y) = tiny_cnn(), tiny_data(per_class=1)
+    result = awm_fast.purify(model, (x, y), outer=2, one_shot_augment=9)
+    # 4 images + 9 copies each = 40 < batch 128: the authors' formula gives 0 steps; ours inner (5).
+    assert result.config.steps == 5
+    assert len(result.history) == 2
+    assert any(float(m.min()) < 1.0 for m in result.masks.values())
+
+
+def test_history_records_losses_and_eval_fn_metrics():
+    model, (x, y) = tiny_cnn(), tiny_data()
+    seen = []
+
+    def eval_fn(masked_model):
+        seen.append(type(masked_model[0]).__name__)
+        return {"acc": 0.5, "asr": 0.25}
+
+    result = awm_fast.purify(model, (x, y), eval_fn=eval_fn, **FAST)
+    assert seen == ["MaskedConv2d"] * FAST["outer"]
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    for record in result.history:
+        assert record["acc"] == 0.5 and record["asr"] == 0.25
+        assert {"loss", "clean_loss", "trigger_loss", "mask_l1", "seconds"} <= set(record)
+    l1 = [h["mask_l1"] for h in result.history]
+    assert l1 == sorted(l1, reverse=True)  # masks only shrink under the L1 penalty here
+
+
+def test_trigger_norm_defaults_to_the_papers_per_element_budget():
+    model, (x, y) = tiny_cnn(), tiny_data()
+    result = awm_fast.purify(model, (x, y), outer=1)
+    assert result.config.trigger_norm == pytest.approx(1000 * 64 / 3072)
+    assert result.trigger.shape == x.shape[1:]
+    assert float(result.trigger.abs().sum()) <= result.config.trigger_norm * (1 + 1e-6)
+
+
+def test_num_triggers_returns_k_triggers_each_within_the_ball():
+    model, (x, y) = tiny_cnn(), tiny_data()
+    result = awm_fast.purify(model, (x, y), num_triggers=3, mode="improved", trigger_norm=2.0, **FAST)
+    assert result.trigger.shape == (3, *x.shape[1:])
+    assert (result.trigger.flatten(1).abs().sum(1) <= 2.0 * (1 + 1e-5)).all()
+
+
+def test_mask_layers_choices():
+    model, (x, y) = tiny_cnn(), tiny_data()
+    both = awm_fast.purify(model, (x, y), mask_layers="conv+linear", outer=1)
+    assert set(both.masks) == {"0.weight", "3.weight", "6.weight", "8.weight"}
+    named = awm_fast.purify(model, (x, y), mask_layers=["6"], outer=1)
+    assert set(named.masks) == {"6.weight"}
+    predicate = awm_fast.purify(model, (x, y), mask_layers=lambda name, m: m.out_channels == 8
+                                if isinstance(m, nn.Conv2d) else False, outer=1)
+    assert set(predicate.masks) == {"3.weight"}
+    with pytest.raises(ValueError, match="BatchNorm2d"):
+        awm_fast.purify(model, (x, y), mask_layers=["1"])
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_low_precision_runs_with_fp32_masks(precision):
+    model, (x, y) = tiny_cnn(), tiny_data()
+    result = awm_fast.purify(model, (x, y), precision=precision, backend="torch", **FAST)
+    fp32 = awm_fast.purify(model, (x, y), precision="fp32", backend="torch", **FAST)
+    for name, mask in result.masks.items():
+        assert mask.dtype == torch.float32
+        # Same procedure; only the forward's rounding differs. lr_mask 1e-2 x 6 steps bounds any drift.
+        assert float((mask - fp32.masks[name]).abs().max()) < 0.06
+
+
+def test_config_object_and_overrides_combine():
+    model, (x, y) = tiny_cnn(), tiny_data()
+    config = awm_fast.AWMConfig(outer=2, alpha=0.5)
+    result = awm_fast.purify(model, (x, y), config, inner=1)
+    assert (result.config.outer, result.config.alpha, result.config.inner) == (2, 0.5, 1)
+    assert config.inner == 5  # the caller's config is untouched
+
+
+@pytest.mark.parametrize("bad, error, match", [
+    (dict(not_an_option=1), TypeError, "unknown AWMConfig option"),
+    (dict(backend="cuda-magic"), ValueError, "unknown backend"),
+    (dict(mode="fast"), ValueError, "unknown mode"),
+    (dict(precision="fp8"), ValueError, "unknown precision"),
+    (dict(trigger_norm=0.0), ValueError, "trigger_norm"),
+    (dict(trigger_norm=-1.0), ValueError, "trigger_norm"),
+    (dict(outer=0), ValueError, "outer"),
+    (dict(alpha=1.5), ValueError, "alpha"),
+    (dict(mask_layers="everything"), ValueError, "mask_layers"),
+])
+def test_bad_options_raise_before_anything_runs(bad, error, match):
+    model, (x, y) = tiny_cnn(), tiny_data()
+    with pytest.raises(error, match=match):
+        awm_fast.purify(model, (x, y), **bad)
+
+
+@pytest.mark.parametrize("make_data, error, match", [
+    (lambda x, y: (x[:0], y[:0]), ValueError, "empty"),
+    (lambda x, y: (x, y[:-1]), ValueError, "labels"),
+    (lambda x, y: (x, y.float()), TypeError, "integers"),
+    (lambda x, y: (x * float("nan"), y), ValueError, "NaN"),
+    (lambda x, y: (x * 3, y), ValueError, "input_bounds"),
+    (lambda x, y: (x, y + 10), ValueError, "out of range"),
+    (lambda x, y: (x[:, :, :5], y), ValueError, "rejects inputs"),
+    (lambda x, y: [1, 2, 3], TypeError, "data must be"),
+])
+def test_bad_data_raises_a_clear_error_and_leaves_the_model_alone(make_data, error, match):
+    model, (x, y) = tiny_cnn(), tiny_data()
+    before = _state(model)
+    with pytest.raises(error, match=match):
+        awm_fast.purify(model, make_data(x, y), inplace=True, outer=1)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    assert not any("Masked" in type(m).__name__ for m in model.modules())
+
+
+def test_a_model_without_maskable_layers_is_rejected():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 4))
+    x, y = tiny_data()
+    with pytest.raises(ValueError, match="no layer"):
+        awm_fast.purify(model, (x, y))  # paper mode masks convolutions only
+
+
+def test_weight_tied_layer_is_masked_once_and_folded_everywhere():
+    shared = nn.Linear(8, 8)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), shared, nn.ReLU(), shared, nn.Linear(8, 4))
+    x, y = tiny_data()
+    result = awm_fast.purify(model, (x, y), mask_layers="linear", **FAST)
+    assert set(result.masks) == {"1.weight", "2.weight", "5.weight"}
+    assert result.model[2] is result.model[4]
+    copy_of_model = copy.deepcopy(model)
+    torch.testing.assert_close(result.model[2].weight, copy_of_model[2].weight * result.masks["2.weight"])
