@@ -1,0 +1,58 @@
+"""AWMConfig: the authors' defaults, validation, and resolution from the mode and the data."""
+
+import dataclasses
+
+import pytest
+
+from awm_fast import AWMConfig
+
+ISSUE_FIELDS = {"mode", "backend", "precision", "device", "seed", "outer", "inner", "batch_size", "alpha", "gamma",
+                "trigger_norm", "lr_trigger", "lr_mask", "lr_decay", "shrink_steps", "mask_layers", "input_bounds",
+                "one_shot_augment", "inplace", "num_triggers"}
+
+
+def test_every_documented_field_exists_with_the_authors_defaults():
+    config = AWMConfig()
+    assert ISSUE_FIELDS <= {f.name for f in dataclasses.fields(config)}
+    # jinghuichen/AWM main.py: --outer 20 --inner 5 --batch-size 128 --alpha 0.9 --gamma 1e-8 --lr2 1e-2,
+    # SGD lr 10 on the trigger, ExponentialLR(0.9), --shrink-steps 0.
+    assert (config.outer, config.inner, config.batch_size) == (20, 5, 128)
+    assert (config.alpha, config.gamma, config.lr_trigger, config.lr_mask) == (0.9, 1e-8, 10.0, 1e-2)
+    assert (config.lr_decay, config.shrink_steps, config.mode, config.num_triggers) == (0.9, 0, "paper", 1)
+
+
+@pytest.mark.parametrize("numel, expected", [(3 * 32 * 32, 1000.0), (1 * 8 * 8, 1000.0 * 64 / 3072),
+                                             (3 * 224 * 224, 1000.0 * 49)])
+def test_default_trigger_norm_keeps_the_papers_per_element_budget(numel, expected):
+    assert AWMConfig().resolve(numel, 100).trigger_norm == pytest.approx(expected)
+    assert AWMConfig(trigger_norm=5.0).resolve(numel, 100).trigger_norm == 5.0
+
+
+def test_steps_follow_the_authors_formula_with_a_zero_guard():
+    assert AWMConfig().resolve(64, 100).steps == 5          # 100 // 128 = 0 -> guarded to 1 epoch's worth
+    assert AWMConfig().resolve(64, 500).steps == 3 * 5      # 500 // 128 = 3
+    assert AWMConfig(steps=7).resolve(64, 500).steps == 7
+
+
+def test_paper_and_improved_modes_resolve_differently():
+    paper = AWMConfig().resolve(64, 100)
+    assert (paper.mask_layers, paper.projection, paper.clamp_ascent, paper.clean_loss) == (
+        "conv", "rescale", False, "ce")
+    improved = AWMConfig(mode="improved").resolve(64, 100)
+    assert (improved.mask_layers, improved.projection, improved.clamp_ascent, improved.clean_loss) == (
+        "conv+linear", "exact", True, "distill")
+
+
+def test_replace_rejects_unknown_names_and_keeps_the_original():
+    config = AWMConfig()
+    with pytest.raises(TypeError, match="unknown AWMConfig option.*'typo'"):
+        config.replace(typo=1)
+    assert config.replace(outer=3).outer == 3 and config.outer == 20
+
+
+@pytest.mark.parametrize("field, value", [("seed", -1), ("batch_size", 0), ("inner", 1.5), ("gamma", -1.0),
+                                          ("lr_mask", 0.0), ("lr_decay", 1.5), ("input_bounds", (1.0, 0.0)),
+                                          ("input_bounds", 3), ("projection", "l2"), ("clean_loss", "mse")])
+def test_invalid_values_are_rejected(field, value):
+    with pytest.raises(ValueError, match=field.split("_")[0]):
+        AWMConfig(**{field: value}).validate()
