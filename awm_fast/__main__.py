@@ -1,0 +1,5 @@
+import sys
+
+from awm_fast.cli import main
+
+sys.exit(main())
