@@ -1,0 +1,295 @@
+"""The AWM outer loop (ALGORITHM.md) over a model whose layers already carry masks.
+
+Two implementations of each phase, chosen by the masked modules' backend:
+
+- eager (backend "reference"): the authors' mask_train() line by line, including what their code costs:
+  the masks keep requiring grad during trigger recovery (so every backward also forms the weight
+  gradients), the ascent backward retains its graph, and the clean and triggered batches run as two
+  forward passes. It is the oracle and the baseline every benchmark measures against.
+- fast (every other backend): the same objective, computed with less work:
+  * minibatches are drawn with replacement, so a one-shot set of 100 images repeats ~28% of a batch
+    of 128: each distinct image is forwarded once and its loss weighted by its multiplicity;
+  * the model's own labels, which the ascent targets, cannot change while the masks are frozen, so
+    they are computed once per outer epoch for the whole set instead of once per step;
+  * masks stop requiring grad during trigger recovery (no weight-gradient GEMMs);
+  * K triggers and the clean images share one batched forward (eval-mode BatchNorm makes samples
+    independent) through awm_fast.ops.apply_triggers / trigger_step;
+  * the γ‖m‖₁ gradient, the Adam step and the [0, 1] clamp run as foreach kernels over all masks;
+  * nothing synchronises with the host inside an epoch (losses accumulate on the device).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from awm_fast import ops
+from awm_fast.config import AWMConfig
+from awm_fast.masking import AttachedMasks
+
+SHRINK_LR = 1e-3  # the authors' lr1: Adam learning rate of the optional shrink warm-up
+HISTORY_KEYS = ("epoch", "loss", "clean_loss", "trigger_loss", "ascent_loss", "mask_l1", "mask_mean", "trigger_l1",
+                "lr_mask", "seconds")
+
+
+class AWMLoop:
+    """Runs `cfg.outer` epochs of trigger recovery + mask update; all state lives on x's device."""
+
+    def __init__(self, model: nn.Module, attached: AttachedMasks, x: torch.Tensor, y: torch.Tensor,
+                 cfg: AWMConfig, generator: torch.Generator, eval_fn=None, verbose: bool = False) -> None:
+        self.model, self.cfg, self.x, self.y, self.generator = model, cfg, x, y, generator
+        self.masks = list(attached.masks.values())
+        self.eager = attached.modules[0].backend == "reference"
+        self.eval_fn, self.verbose = eval_fn, verbose
+        self.device = x.device
+        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
+        # Loss scaling only where fp16 gradients can underflow in practice: CUDA.
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" and x.is_cuda else None
+        self.teacher_probs = self._teacher_probs() if cfg.clean_loss == "distill" else None
+
+    def run(self) -> tuple[torch.Tensor, list[dict[str, float]]]:
+        """Returns (trigger [C, H, W] or [K, C, H, W], history)."""
+        cfg = self.cfg
+        if cfg.shrink_steps:
+            shrink_optimizer = self._adam(SHRINK_LR)
+            for _ in range(cfg.shrink_steps):
+                for rows in self._minibatches():
+                    self._mask_step(shrink_optimizer, rows, triggers=None)
+        optimizer = self._adam(cfg.lr_mask)
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, cfg.lr_decay) if cfg.lr_decay else None
+        history = []
+        for epoch in range(cfg.outer):
+            start = time.perf_counter()
+            triggers, ascent_loss = self._recover_triggers()
+            sums = torch.zeros(3, device=self.device)  # loss, clean term, trigger term
+            for rows in self._minibatches():
+                sums += self._mask_step(optimizer, rows, triggers)
+            lr = optimizer.param_groups[0]["lr"]
+            if scheduler is not None:
+                scheduler.step()
+            history.append(self._epoch_record(epoch, sums / cfg.steps, ascent_loss, triggers, lr, start))
+        trigger = triggers[0] if cfg.num_triggers == 1 else triggers
+        return trigger, history
+
+    def _adam(self, lr: float) -> torch.optim.Adam:
+        # The authors' plain Adam for the reference; one foreach kernel per op over all masks otherwise.
+        return torch.optim.Adam(self.masks, lr=lr) if self.eager else torch.optim.Adam(self.masks, lr=lr, foreach=True)
+
+    # ---- sampling ------------------------------------------------------------------------------
+
+    def _minibatches(self):
+        """`steps` minibatches of row indices drawn with replacement, fresh each call (their RandomSampler)."""
+        index = torch.randint(0, self.x.shape[0], (self.cfg.steps, self.cfg.batch_size), generator=self.generator)
+        yield from index.to(self.device)
+
+    # ---- step 1: trigger recovery (inner max) ------------------------------------------------------
+
+    def _recover_triggers(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Triggers [K, C, H, W] (detached, inside the L1 ball) and the mean ascent loss."""
+        if self.eager:
+            return self._recover_trigger_eager()
+        self._set_masks_trainable(False)
+        try:
+            return self._recover_triggers_batched()
+        finally:
+            self._set_masks_trainable(True)
+
+    def _recover_trigger_eager(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The authors' mask_train() step 1: one universal Δ, SGD on -CE against the model's own labels."""
+        cfg = self.cfg
+        delta = torch.zeros((1, *self.x.shape[1:]), device=self.device, requires_grad=True)
+        optimizer = torch.optim.SGD([delta], lr=cfg.lr_trigger)
+        lo, hi = cfg.input_bounds
+        total = torch.zeros((), device=self.device)
+        for rows in self._minibatches():
+            images = self.x[rows]
+            with self._autocast():
+                own_labels = self.model(images).argmax(dim=1)
+            perturbed = (images + delta).clamp(lo, hi) if cfg.clamp_ascent else images + delta
+            with self._autocast():
+                loss = F.cross_entropy(self.model(perturbed).float(), own_labels)
+            optimizer.zero_grad()
+            (-loss).backward(retain_graph=True)
+            optimizer.step()
+            total += loss.detach()
+            if cfg.mode != "paper":
+                with torch.no_grad():
+                    flat = delta.view(1, -1)
+                    flat.copy_(ops.project_l1_ball(flat, cfg.trigger_norm, cfg.projection))
+        with torch.no_grad():
+            if cfg.projection == "rescale":
+                delta = delta * torch.clamp(cfg.trigger_norm / delta.abs().sum(), max=1.0)
+            else:
+                delta = ops.project_l1_ball(delta.view(1, -1), cfg.trigger_norm, "exact").view_as(delta)
+        # The ascent's backward also filled the masks' .grad, as in their code; the next zero_grad() clears it.
+        return delta.detach(), total / cfg.steps
+
+    def _recover_triggers_batched(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """K triggers at once: one forward over the [K·U] triggered distinct images, the fused step op."""
+        cfg = self.cfg
+        k = cfg.num_triggers
+        triggers = self._initial_triggers(k)
+        lo, hi = cfg.input_bounds if cfg.clamp_ascent else (-math.inf, math.inf)
+        # The paper projects once after the loop; otherwise every step is a projected ascent step.
+        step_radius = math.inf if cfg.mode == "paper" else cfg.trigger_norm
+        own_labels = self._predictions()
+        total = torch.zeros((), device=self.device)
+        for rows in self._minibatches():
+            unique_rows, weights = _distinct(rows)
+            triggers.requires_grad_(True)
+            perturbed = ops.apply_triggers(self.x[unique_rows], triggers, lo, hi)  # [K, U, C, H, W]
+            with self._autocast():
+                logits = self.model(perturbed.flatten(0, 1)).float()
+            # Σ_k (batch-mean CE of trigger k): each trigger's gradient is its own.
+            losses = F.cross_entropy(logits, own_labels[unique_rows].repeat(k), reduction="none")
+            loss = (losses.view(k, -1) * weights).sum()
+            (grad,) = torch.autograd.grad(loss, triggers)
+            triggers = triggers.detach()
+            ops.trigger_step(triggers, grad, cfg.lr_trigger, step_radius, "plain", cfg.projection)
+            total += loss.detach() / k
+        projected = ops.project_l1_ball(triggers.flatten(1), cfg.trigger_norm, cfg.projection)
+        return projected.view_as(triggers), total / cfg.steps
+
+    def _initial_triggers(self, k: int) -> torch.Tensor:
+        """Trigger 0 starts at zero (the paper); restarts 1..K-1 at random points of L1 norm τ/2."""
+        shape = (k, *self.x.shape[1:])
+        triggers = torch.zeros(shape)
+        if k > 1:
+            noise = torch.rand((k - 1, *shape[1:]), generator=self.generator) * 2 - 1
+            norms = noise.flatten(1).abs().sum(1).view(-1, *[1] * (len(shape) - 1))
+            triggers[1:] = noise * (0.5 * self.cfg.trigger_norm / norms)
+        return triggers.to(self.device)
+
+    # ---- step 2: mask update (outer min) ---------------------------------------------------------------
+
+    def _mask_step(self, optimizer: torch.optim.Optimizer, rows: torch.Tensor,
+                   triggers: torch.Tensor | None) -> torch.Tensor:
+        """One Adam step on the masks, then clamp to [0, 1]. Returns [loss, clean term, trigger term]."""
+        if self.eager:
+            clean_term, trigger_term = self._mask_losses_eager(rows, triggers)
+        else:
+            clean_term, trigger_term = self._mask_losses_batched(rows, triggers)
+        alpha = 1.0 if triggers is None else self.cfg.alpha
+        data_loss = alpha * clean_term + (1 - alpha) * trigger_term
+        # The γ‖m‖₁ term: through autograd in the reference, as their Regularization(); the fast path adds
+        # its gradient γ·sign(m) to the mask gradients with one foreach op instead of a graph per layer.
+        loss = data_loss
+        if self.eager:
+            loss = data_loss + self.cfg.gamma * torch.stack([m.abs().sum() for m in self.masks]).sum()
+        optimizer.zero_grad()
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if not self.eager and self.cfg.gamma:
+            with torch.no_grad():
+                torch._foreach_add_([m.grad for m in self.masks], torch._foreach_sign(self.masks),
+                                    alpha=self.cfg.gamma)
+        if self.scaler is not None:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            optimizer.step()
+        with torch.no_grad():
+            torch._foreach_clamp_min_(self.masks, 0.0)
+            torch._foreach_clamp_max_(self.masks, 1.0)
+        return torch.stack([data_loss.detach(), clean_term.detach(), trigger_term.detach()])
+
+    def _mask_losses_eager(self, rows: torch.Tensor, triggers: torch.Tensor | None):
+        """The authors' two forward passes over the minibatch: (clean term, trigger term)."""
+        images, labels = self.x[rows], self.y[rows]
+        lo, hi = self.cfg.input_bounds
+        zero = torch.zeros((), device=self.device)
+        with self._autocast():
+            trigger_term = zero if triggers is None else F.cross_entropy(
+                self.model((images + triggers[0]).clamp(lo, hi)).float(), labels)
+            clean_logits = self.model(images).float()
+        return self._clean_loss(clean_logits, rows), trigger_term
+
+    def _mask_losses_batched(self, rows: torch.Tensor, triggers: torch.Tensor | None):
+        """One forward over the distinct clean images and their K triggered copies: (clean term, trigger term)."""
+        unique_rows, weights = _distinct(rows)
+        images, labels = self.x[unique_rows], self.y[unique_rows]
+        with self._autocast():
+            if triggers is None:
+                clean_logits = self.model(images).float()
+                return self._clean_loss(clean_logits, unique_rows, weights), torch.zeros((), device=self.device)
+            lo, hi = self.cfg.input_bounds
+            perturbed = ops.apply_triggers(images, triggers, lo, hi).flatten(0, 1)
+            logits = self.model(torch.cat([images, perturbed])).float()
+        clean_logits, triggered_logits = logits[: len(images)], logits[len(images):]
+        k = self.cfg.num_triggers
+        triggered = F.cross_entropy(triggered_logits, labels.repeat(k), reduction="none").view(k, -1)
+        return self._clean_loss(clean_logits, unique_rows, weights), (triggered * weights).sum() / k
+
+    def _clean_loss(self, logits: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor | None = None):
+        """CE on the true labels, or KL to the original model's predictions; a batch mean, or Σ weights_i · loss_i."""
+        reduction = "mean" if weights is None else "none"
+        if self.teacher_probs is None:
+            loss = F.cross_entropy(logits, self.y[rows], reduction=reduction)
+        else:
+            loss = F.kl_div(F.log_softmax(logits, dim=1), self.teacher_probs[rows],
+                            reduction="batchmean" if weights is None else "none")
+            loss = loss if weights is None else loss.sum(dim=1)
+        return loss if weights is None else (loss * weights).sum()
+
+    @torch.no_grad()
+    def _predictions(self) -> torch.Tensor:
+        """argmax of the current masked model on every sample: [N] int64."""
+        with self._autocast():
+            return torch.cat([self.model(chunk).argmax(dim=1) for chunk in self.x.split(self.cfg.batch_size)])
+
+    @torch.no_grad()
+    def _teacher_probs(self) -> torch.Tensor:
+        """Softmax of the unpurified model (masks are all ones now) on every sample: [N, num_classes] fp32."""
+        with self._autocast():
+            return torch.cat([self.model(chunk).float().softmax(dim=1) for chunk in self.x.split(self.cfg.batch_size)])
+
+    # ---- bookkeeping -------------------------------------------------------------------------------
+
+    def _set_masks_trainable(self, trainable: bool) -> None:
+        for mask in self.masks:
+            mask.requires_grad_(trainable)
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _epoch_record(self, epoch: int, means: torch.Tensor, ascent_loss: torch.Tensor, triggers: torch.Tensor,
+                      lr: float, start: float) -> dict[str, float]:
+        with torch.no_grad():
+            mask_l1 = torch.stack([m.sum() for m in self.masks]).sum()  # masks are >= 0
+            numel = sum(m.numel() for m in self.masks)
+            stats = torch.stack([*means, ascent_loss, mask_l1, triggers.flatten(1).abs().sum(1).max()]).tolist()
+        record = {"epoch": epoch + 1, "loss": stats[0], "clean_loss": stats[1], "trigger_loss": stats[2],
+                  "ascent_loss": stats[3], "mask_l1": stats[4], "mask_mean": stats[4] / numel,
+                  "trigger_l1": stats[5], "lr_mask": lr}
+        if self.eval_fn is not None:
+            with torch.no_grad():
+                record.update(self.eval_fn(self.model))
+            self.model.eval()
+        record["seconds"] = time.perf_counter() - start
+        if self.verbose and self.cfg.log_every and (epoch + 1) % self.cfg.log_every == 0:
+            _print_progress(record, self.cfg.outer)
+        return record
+
+
+def _distinct(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct rows of a minibatch and each one's weight multiplicity / batch size (they sum to 1)."""
+    unique_rows, counts = torch.unique(rows, return_counts=True)
+    return unique_rows, counts.to(torch.float32) / rows.numel()
+
+
+def _print_progress(record: dict[str, float], outer: int) -> None:
+    extras = "".join(f"  {key} {value:.4f}" for key, value in record.items()
+                     if key not in HISTORY_KEYS and isinstance(value, (int, float)))
+    print(f"[awm] epoch {record['epoch']:>3}/{outer}  loss {record['loss']:.4f}  clean {record['clean_loss']:.4f}"
+          f"  triggered {record['trigger_loss']:.4f}  mask mean {record['mask_mean']:.4f}{extras}"
+          f"  {record['seconds']:.2f}s", file=sys.stderr, flush=True)
