@@ -3,10 +3,11 @@
 import pytest
 import torch
 import torch.nn as nn
-from references import masked_conv2d_ref, masked_linear_ref
 
 from awm_fast import MaskedConv2d, MaskedLinear
 from awm_fast.ops import masked_conv2d, masked_linear
+
+from references import masked_conv2d_ref, masked_linear_ref
 
 # fp32 GEMMs of K <= 300 terms: relative error ~ K * 2^-24 ≈ 2e-5 in the worst case, far less on average.
 FP32_TOL = dict(atol=1e-5, rtol=1e-5)

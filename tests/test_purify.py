@@ -5,11 +5,12 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
-from authors_awm import authors_awm_masks
-from tiny_models import tiny_cnn, tiny_data
 from torch.utils.data import DataLoader, TensorDataset
 
 import awm_fast
+
+from authors_awm import authors_awm_masks
+from tiny_models import tiny_cnn, tiny_data
 
 FAST = dict(outer=3, inner=2, batch_size=8)
 
