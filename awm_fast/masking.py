@@ -71,7 +71,12 @@ def select_layers(model: nn.Module, mask_layers: str | Sequence[str] | Callable[
 
     mask_layers: "conv" | "linear" | "conv+linear" | a list of module names | a predicate (name, module).
     """
-    candidates = {name: module for name, module in model.named_modules() if name and isinstance(module, MASKABLE)}
+    # nn.MultiheadAttention reads out_proj.weight directly instead of calling out_proj: a masked twin
+    # there would be silently bypassed, so such layers are never candidates.
+    bypassed = {f"{name}.out_proj" if name else "out_proj" for name, module in model.named_modules()
+                if isinstance(module, nn.MultiheadAttention)}
+    candidates = {name: module for name, module in model.named_modules()
+                  if name and isinstance(module, MASKABLE) and name not in bypassed}
     if isinstance(mask_layers, str):
         kinds = {"conv": (nn.Conv2d,), "linear": (nn.Linear,), "conv+linear": MASKABLE}
         if mask_layers not in kinds:
@@ -85,6 +90,9 @@ def select_layers(model: nn.Module, mask_layers: str | Sequence[str] | Callable[
     for name in names:
         if name not in all_modules:
             raise ValueError(f"mask_layers names {name!r}, which is not a module of the model")
+        if name in bypassed:
+            raise ValueError(f"mask_layers names {name!r}, the output projection of an nn.MultiheadAttention, "
+                             "which reads its weight directly: a mask there would have no effect")
         if name not in candidates:
             kind = type(all_modules[name]).__name__
             raise ValueError(f"mask_layers names {name!r}, a {kind}; only Conv2d and Linear layers can be masked")

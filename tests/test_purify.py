@@ -229,3 +229,22 @@ def test_weight_tied_layer_is_masked_once_and_folded_everywhere():
     assert result.model[2] is result.model[4]
     copy_of_model = copy.deepcopy(model)
     torch.testing.assert_close(result.model[2].weight, copy_of_model[2].weight * result.masks["2.weight"])
+
+
+def test_multihead_attention_out_proj_is_never_masked_since_attention_bypasses_its_forward():
+    class TinyAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Linear(64, 8)
+            self.attention = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.head = nn.Linear(8, 4)
+
+        def forward(self, x):
+            tokens = self.embed(x.flatten(1)).unsqueeze(1)
+            return self.head(self.attention(tokens, tokens, tokens)[0].squeeze(1))
+
+    x, y = tiny_data()
+    result = awm_fast.purify(TinyAttention(), (x, y), mask_layers="linear", outer=1)
+    assert set(result.masks) == {"embed.weight", "head.weight"}
+    with pytest.raises(ValueError, match="MultiheadAttention"):
+        awm_fast.purify(TinyAttention(), (x, y), mask_layers=["attention.out_proj"])
