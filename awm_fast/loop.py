@@ -12,8 +12,9 @@ Two implementations of each phase, chosen by the masked modules' backend:
   * the model's own labels, which the ascent targets, cannot change while the masks are frozen, so
     they are computed once per outer epoch for the whole set instead of once per step;
   * masks stop requiring grad during trigger recovery (no weight-gradient GEMMs);
-  * K triggers and the clean images share one batched forward (eval-mode BatchNorm makes samples
-    independent) through awm_fast.ops.apply_triggers / trigger_step;
+  * K triggers and the clean images share batched forwards (eval-mode BatchNorm makes samples
+    independent) through awm_fast.ops.apply_triggers / trigger_step, packed into the fewest chunks of at
+    most batch_size images with gradient accumulation, so activation memory is one batch's whatever K;
   * the γ‖m‖₁ gradient, the Adam step and the [0, 1] clamp run as foreach kernels over all masks;
   * nothing synchronises with the host inside an epoch (losses accumulate on the device).
 """
@@ -130,7 +131,7 @@ class AWMLoop:
         return delta.detach(), total / cfg.steps
 
     def _recover_triggers_batched(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """K triggers at once: one forward over the [K·U] triggered distinct images, the fused step op."""
+        """K triggers at once: forwards over the [K·U] triggered distinct images, then the fused step op."""
         cfg = self.cfg
         k = cfg.num_triggers
         triggers = self._initial_triggers(k)
@@ -143,15 +144,21 @@ class AWMLoop:
             unique_rows, weights = _distinct(rows)
             triggers.requires_grad_(True)
             perturbed = ops.apply_triggers(self.x[unique_rows], triggers, lo, hi)  # [K, U, C, H, W]
-            with self._autocast():
-                logits = self.model(perturbed.flatten(0, 1)).float()
-            # Σ_k (batch-mean CE of trigger k): each trigger's gradient is its own.
-            losses = F.cross_entropy(logits, own_labels[unique_rows].repeat(k), reduction="none")
-            loss = (losses.view(k, -1) * weights).sum()
-            (grad,) = torch.autograd.grad(loss, triggers)
+            flat = perturbed.detach().flatten(0, 1)
+            flat_labels, flat_weights = own_labels[unique_rows].repeat(k), weights.repeat(k)
+            grad_flat = torch.empty_like(flat)
+            # Σ_k (batch-mean CE of trigger k): each trigger's gradient is its own. Forwarded in chunks of at
+            # most batch_size images; the chunk gradients meet again in apply_triggers' backward.
+            for chunk in _chunks(flat.shape[0], cfg.batch_size):
+                piece = flat[chunk].requires_grad_(True)
+                with self._autocast():
+                    logits = self.model(piece).float()
+                loss = (F.cross_entropy(logits, flat_labels[chunk], reduction="none") * flat_weights[chunk]).sum()
+                (grad_flat[chunk],) = torch.autograd.grad(loss, piece)
+                total += loss.detach() / k
+            (grad,) = torch.autograd.grad(perturbed, triggers, grad_flat.view_as(perturbed))
             triggers = triggers.detach()
             ops.trigger_step(triggers, grad, cfg.lr_trigger, step_radius, "plain", cfg.projection)
-            total += loss.detach() / k
         projected = ops.project_l1_ball(triggers.flatten(1), cfg.trigger_norm, cfg.projection)
         return projected.view_as(triggers), total / cfg.steps
 
@@ -169,25 +176,21 @@ class AWMLoop:
 
     def _mask_step(self, optimizer: torch.optim.Optimizer, rows: torch.Tensor,
                    triggers: torch.Tensor | None) -> torch.Tensor:
-        """One Adam step on the masks, then clamp to [0, 1]. Returns [loss, clean term, trigger term]."""
+        """One Adam step on the masks, then clamp to [0, 1]. Returns [loss, clean term, trigger term]
+        (the data terms; the penalty is γ·mask_l1, recorded per epoch)."""
+        alpha = 1.0 if triggers is None else self.cfg.alpha
+        optimizer.zero_grad()
         if self.eager:
             clean_term, trigger_term = self._mask_losses_eager(rows, triggers)
+            # γ‖m‖₁ through autograd, as their Regularization() does.
+            l1 = torch.stack([m.abs().sum() for m in self.masks]).sum()
+            self._backward(alpha * clean_term + (1 - alpha) * trigger_term + self.cfg.gamma * l1)
         else:
-            clean_term, trigger_term = self._mask_losses_batched(rows, triggers)
-        alpha = 1.0 if triggers is None else self.cfg.alpha
-        data_loss = alpha * clean_term + (1 - alpha) * trigger_term
-        # The γ‖m‖₁ term: through autograd in the reference, as their Regularization(); the fast path adds
-        # its gradient γ·sign(m) to the mask gradients with one foreach op instead of a graph per layer.
-        loss = data_loss
-        if self.eager:
-            loss = data_loss + self.cfg.gamma * torch.stack([m.abs().sum() for m in self.masks]).sum()
-        optimizer.zero_grad()
+            clean_term, trigger_term = self._mask_backward_batched(rows, triggers, alpha)
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
             self.scaler.unscale_(optimizer)
-        else:
-            loss.backward()
         if not self.eager and self.cfg.gamma:
+            # The γ‖m‖₁ gradient, γ·sign(m), for every mask in one foreach op instead of a graph per layer.
             with torch.no_grad():
                 torch._foreach_add_([m.grad for m in self.masks], torch._foreach_sign(self.masks),
                                     alpha=self.cfg.gamma)
@@ -199,7 +202,11 @@ class AWMLoop:
         with torch.no_grad():
             torch._foreach_clamp_min_(self.masks, 0.0)
             torch._foreach_clamp_max_(self.masks, 1.0)
-        return torch.stack([data_loss.detach(), clean_term.detach(), trigger_term.detach()])
+        data_loss = alpha * clean_term + (1 - alpha) * trigger_term
+        return torch.stack([data_loss, clean_term, trigger_term]).detach()
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
     def _mask_losses_eager(self, rows: torch.Tensor, triggers: torch.Tensor | None):
         """The authors' two forward passes over the minibatch: (clean term, trigger term)."""
@@ -212,21 +219,39 @@ class AWMLoop:
             clean_logits = self.model(images).float()
         return self._clean_loss(clean_logits, rows), trigger_term
 
-    def _mask_losses_batched(self, rows: torch.Tensor, triggers: torch.Tensor | None):
-        """One forward over the distinct clean images and their K triggered copies: (clean term, trigger term)."""
+    def _mask_backward_batched(self, rows: torch.Tensor, triggers: torch.Tensor | None, alpha: float):
+        """Backpropagate α·clean + (1-α)·triggered over the distinct images and their K triggered copies.
+
+        All (1+K)·U inputs go through the model in as few forwards as possible, each of at most
+        batch_size images (eval-mode BatchNorm makes samples independent), with gradient accumulation
+        across them: activation memory stays that of one batch whatever K. Returns the detached
+        (clean term, trigger term).
+        """
         unique_rows, weights = _distinct(rows)
         images, labels = self.x[unique_rows], self.y[unique_rows]
-        with self._autocast():
-            if triggers is None:
-                clean_logits = self.model(images).float()
-                return self._clean_loss(clean_logits, unique_rows, weights), torch.zeros((), device=self.device)
+        u, k = len(unique_rows), (0 if triggers is None else self.cfg.num_triggers)
+        inputs = images
+        if triggers is not None:
             lo, hi = self.cfg.input_bounds
-            perturbed = ops.apply_triggers(images, triggers, lo, hi).flatten(0, 1)
-            logits = self.model(torch.cat([images, perturbed])).float()
-        clean_logits, triggered_logits = logits[: len(images)], logits[len(images):]
-        k = self.cfg.num_triggers
-        triggered = F.cross_entropy(triggered_logits, labels.repeat(k), reduction="none").view(k, -1)
-        return self._clean_loss(clean_logits, unique_rows, weights), (triggered * weights).sum() / k
+            inputs = torch.cat([images, ops.apply_triggers(images, triggers, lo, hi).flatten(0, 1)])
+        clean_total = trigger_total = torch.zeros((), device=self.device)
+        for chunk in _chunks(inputs.shape[0], self.cfg.batch_size):
+            with self._autocast():
+                logits = self.model(inputs[chunk]).float()
+            # Rows [0, u) are the clean images, rows [u, (1+K)u) the triggered copies, trigger-major.
+            clean_rows = range(chunk.start, min(chunk.stop, u))
+            trigger_rows = range(max(chunk.start, u) - u, chunk.stop - u)
+            clean = trigger = torch.zeros((), device=self.device)
+            if len(clean_rows):
+                piece = slice(clean_rows.start, clean_rows.stop)
+                clean = self._clean_loss(logits[: len(clean_rows)], unique_rows[piece], weights[piece])
+            if len(trigger_rows):
+                index = torch.arange(trigger_rows.start, trigger_rows.stop, device=self.device) % u
+                per_sample = F.cross_entropy(logits[len(clean_rows):], labels[index], reduction="none")
+                trigger = (per_sample * weights[index]).sum() / k
+            self._backward(alpha * clean + (1 - alpha) * trigger)
+            clean_total, trigger_total = clean_total + clean.detach(), trigger_total + trigger.detach()
+        return clean_total, trigger_total
 
     def _clean_loss(self, logits: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor | None = None):
         """CE on the true labels, or KL to the original model's predictions; a batch mean, or Σ weights_i · loss_i."""
@@ -285,6 +310,13 @@ def _distinct(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The distinct rows of a minibatch and each one's weight multiplicity / batch size (they sum to 1)."""
     unique_rows, counts = torch.unique(rows, return_counts=True)
     return unique_rows, counts.to(torch.float32) / rows.numel()
+
+
+def _chunks(total: int, limit: int) -> list[slice]:
+    """Split range(total) into the fewest near-equal slices of at most `limit` items."""
+    count = -(-total // limit)
+    size = -(-total // count)
+    return [slice(start, min(start + size, total)) for start in range(0, total, size)]
 
 
 def _print_progress(record: dict[str, float], outer: int) -> None:
