@@ -13,7 +13,8 @@ def as_tensors(data) -> tuple[torch.Tensor, torch.Tensor]:
     """(x [N, ...] floating, y [N] int64) from (x, y) tensors, a Dataset of (x, y) pairs or a DataLoader.
 
     Few-shot sets are small, so a Dataset or DataLoader is read once, fully, into memory. Raises
-    TypeError / ValueError naming the problem; the caller's tensors are never modified.
+    TypeError / ValueError naming the problem; the caller's tensors are never modified (x and y come back
+    detached from any autograd graph, so nothing purify does can reach the caller's .grad).
     """
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
         x, y = data
@@ -61,7 +62,19 @@ def _checked(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
         raise ValueError("x contains NaN or Inf values")
     if (y < 0).any():
         raise ValueError(f"labels must be >= 0, got min {int(y.min())}")
-    return x, y.long()
+    return x.detach(), y.detach().long()
+
+
+def check_classes(y: torch.Tensor) -> None:
+    """ValueError unless y [N] holds at least two classes.
+
+    With one class the clean loss is zero for a constant predictor and the trigger ascent has no other
+    class to push towards: AWM would only shrink the masks, so a single class is refused, not run.
+    """
+    classes = torch.unique(y)
+    if classes.numel() < 2:
+        raise ValueError(f"data holds a single class (label {int(classes[0])}); AWM needs clean samples of at "
+                         "least two classes, ideally one or more of every class")
 
 
 def check_bounds(x: torch.Tensor, bounds: tuple[float, float]) -> None:

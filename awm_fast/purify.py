@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +18,7 @@ import torch.nn as nn
 
 from awm_fast import ops
 from awm_fast.config import AWMConfig, make_config
-from awm_fast.inputs import as_tensors, augment_one_shot, check_bounds, is_one_shot
+from awm_fast.inputs import as_tensors, augment_one_shot, check_bounds, check_classes, is_one_shot
 from awm_fast.loop import AWMLoop
 from awm_fast.masking import attach_masks, select_layers
 
@@ -47,18 +49,37 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
 
     model:     a classifier nn.Module returning logits [B, num_classes]. Not modified unless inplace=True.
     data:      (x [N, C, H, W] float in input_bounds, y [N] int) tensors, a Dataset of (x, y), or a
-               DataLoader. One sample per class works: the authors' augmentation then adds copies.
+               DataLoader. One sample per class works: the authors' augmentation then adds copies. At
+               least two classes are needed.
     config:    an AWMConfig; keyword `overrides` (any AWMConfig field) are applied on top. Unknown
                names raise TypeError.
     eval_fn:   called after each outer epoch with the masked model (no grad); the dict it returns
                (e.g. {"acc": .., "asr": ..}) is merged into that epoch's history entry.
     verbose:   print one progress line per `log_every` outer epochs to stderr.
+
+    Devices: AWM runs on `config.device`, else on the model's device. Every parameter and buffer of the
+    model must sit on one device (a model spread over several raises ValueError). x and y must share a
+    device, which may differ from the model's: the few-shot data is copied to the run device (the
+    caller's tensors are untouched). The result (model, masks, trigger) is on the model's own device.
+    Mode: AWM needs eval mode (BatchNorm running statistics, no dropout). A model in train mode gets one
+    UserWarning and its working copy is switched to eval; the caller's model keeps its mode unless
+    inplace=True. On any error the model is left as it was found: weights, modes, requires_grad, device.
+    Determinism: every random draw comes from a CPU torch.Generator seeded with config.seed (the global RNG
+    is never read), so on the CPU the same seed gives bit-identical masks, trigger and history for every
+    backend. On CUDA the draws are the same but reductions may not be (cuDNN/cuBLAS algorithm choice and
+    atomics, TF32, Triton autotuning): see the README.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if eval_fn is not None and not callable(eval_fn):
+        raise TypeError(f"eval_fn must be callable or None, got {type(eval_fn).__name__}")
     cfg = make_config(config, overrides)
     x, y = as_tensors(data)
     check_bounds(x, cfg.input_bounds)
+    check_classes(y)
     model_device = _module_device(model)
-    device = torch.device(cfg.device) if cfg.device is not None else model_device
+    device = _run_device(cfg.device, model_device)
+    backend = ops.resolve_backend(cfg.backend, device)
     generator = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else torch.Generator()
     if cfg.seed is None:
         generator.seed()
@@ -71,18 +92,25 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
     if not layer_names:
         raise ValueError(f"the model has no layer that mask_layers={cfg.mask_layers!r} selects "
                          "(AWM masks Conv2d and/or Linear weights)")
+    if any(module.training for module in model.modules()):
+        target = "the model itself (inplace=True)" if cfg.inplace else "purify's copy (your model keeps its mode)"
+        warnings.warn("purify: the model is in train mode; AWM runs in eval mode (BatchNorm running statistics, "
+                      f"no dropout), so {target} is switched to eval", UserWarning, stacklevel=2)
     requires_grad = {name: p.requires_grad for name, p in work.named_parameters()}
-    work.to(device).eval().requires_grad_(False)
-    x, y = x.to(device), y.to(device)
-    backend = ops.resolve_backend(cfg.backend, device)
-    attached = attach_masks(work, layer_names, backend)
+    training = {name: module.training for name, module in work.named_modules()}
+    attached = None
     try:
+        work.to(device).eval().requires_grad_(False)
+        x, y = x.to(device), y.to(device)
+        attached = attach_masks(work, layer_names, backend)
         _check_logits(work, x, y)
         trigger, history = AWMLoop(work, attached, x, y, cfg, generator, eval_fn, verbose).run()
     except BaseException:
-        attached.detach()  # leave the model as it was found, not half-masked
+        if attached is not None:
+            attached.detach()  # leave the model as it was found, not half-masked
         work.to(model_device)
         _restore_requires_grad(work, requires_grad)
+        _restore_training(work, training)
         raise
     masks = attached.fold()
     work.to(model_device).eval()
@@ -91,26 +119,54 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
 
 
 def _module_device(model: nn.Module) -> torch.device:
+    """The one device holding every parameter and buffer of `model`; ValueError when there is none or several."""
     tensor = next(model.parameters(), None)
     if tensor is None:
         raise ValueError("the model has no parameters: nothing to purify")
+    devices = {t.device for t in itertools.chain(model.parameters(), model.buffers())}
+    if len(devices) > 1:
+        raise ValueError(f"the model's parameters and buffers are spread over devices {sorted(map(str, devices))}; "
+                         "purify runs on one device: move the model there first (model.to(device))")
     return tensor.device
+
+
+def _run_device(requested: str | None, model_device: torch.device) -> torch.device:
+    """config.device parsed (ValueError for a malformed or unavailable one), else the model's device."""
+    if requested is None:
+        return model_device
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"unknown device {requested!r}: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={requested!r} but CUDA is not available on this machine")
+    return device
 
 
 @torch.no_grad()
 def _check_logits(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-    """The model must map x [B, ...] to logits [B, C] with C covering every label."""
+    """The model must map x [B, ...] to finite floating-point logits [B, C] with C covering every label."""
     try:
         logits = model(x[:2])
     except Exception as exc:  # the model rejected the input: say so in one line, keep the cause chained
-        raise ValueError(f"the model rejects inputs of shape {tuple(x.shape[1:])}: {exc}") from exc
+        raise ValueError(f"the model rejects inputs of shape {tuple(x.shape[1:])} and dtype {x.dtype}: {exc}") from exc
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != min(2, len(x)):
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"the model must return logits [B, num_classes]; got {shape} for a batch of {min(2, len(x))}")
+    if not logits.is_floating_point():
+        raise ValueError(f"the model must return floating-point logits, got {logits.dtype}")
     if int(y.max()) >= logits.shape[1]:
         raise ValueError(f"label {int(y.max())} is out of range for a model with {logits.shape[1]} outputs")
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("the model returns NaN or Inf logits on the clean data: check its weights")
 
 
 def _restore_requires_grad(model: nn.Module, flags: dict[str, bool]) -> None:
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(flags.get(name, parameter.requires_grad))
+
+
+def _restore_training(model: nn.Module, flags: dict[str, bool]) -> None:
+    # Per module, not model.train(flag): submodules may have had modes of their own (e.g. a frozen BatchNorm).
+    for name, module in model.named_modules():
+        module.training = flags.get(name, module.training)
