@@ -95,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
                                    description="Clean accuracy and, with --attack, attack success rate of a checkpoint "
                                                "on a dataset.")
     evaluate.add_argument("--report", default=None, metavar="FILE.json", help="also write the figures as JSON")
+
+    from awm_fast.study import add_study_parser
+
+    add_study_parser(commands)
     return parser
 
 
@@ -245,7 +249,14 @@ def _evaluate_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"demo": _demo, "purify": _purify, "evaluate": _evaluate_command}
+def _study(args: argparse.Namespace) -> int:
+    from awm_fast.study import run_study_from_args
+
+    run_study_from_args(args)
+    return EXIT_OK
+
+
+_COMMANDS = {"demo": _demo, "purify": _purify, "evaluate": _evaluate_command, "study": _study}
 
 
 # ------------------------------------------------------------------------------------------------ helpers
