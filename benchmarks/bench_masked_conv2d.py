@@ -15,7 +15,7 @@ import os
 import pytest
 import torch
 
-from conftest import QUICK, rounds
+from conftest import QUICK, benchmark_cuda_step
 
 NO_GPU_REASON = "no GPU: timings reported only when measured on a GPU"
 
@@ -65,22 +65,6 @@ def test_masked_conv2d(benchmark, shape, pass_name, layout, backend):
             y.backward(grad_y)
         return y
 
-    step()  # compile / autotune outside the timing
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-
-    def timed():
-        step()
-        torch.cuda.synchronize()
-
-    benchmark.pedantic(timed, rounds=rounds(20), warmup_rounds=0 if QUICK else 3, iterations=1)
     n, c, h, w, oc, k, stride, padding, groups = SHAPES[shape]
     flops = 2.0 * y0.numel() * (c // groups) * k * k * (1 if pass_name == "fwd" else 3)
-    benchmark.extra_info.update({
-        "backend": backend,
-        "layout": layout,
-        "peak_extra_MB": (torch.cuda.max_memory_allocated() - base) / 1e6,
-        "TFLOP/s": flops / benchmark.stats.stats.mean / 1e12,
-        "device": torch.cuda.get_device_name(),
-    })
+    benchmark_cuda_step(benchmark, step, flops, backend=backend, layout=layout)

@@ -14,7 +14,7 @@ import os
 import pytest
 import torch
 
-from conftest import QUICK, rounds
+from conftest import QUICK, benchmark_cuda_step
 
 NO_GPU_REASON = "no GPU: timings reported only when measured on a GPU"
 
@@ -54,22 +54,6 @@ def test_masked_linear(benchmark, shape, pass_name, backend):
             y.backward(grad_y)
         return y
 
-    step()  # compile / autotune outside the timing
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-
-    def timed():
-        step()
-        torch.cuda.synchronize()
-
-    benchmark.pedantic(timed, rounds=rounds(20), warmup_rounds=0 if QUICK else 3, iterations=1)
     rows = x.numel() // k
     flops = 2.0 * rows * n * k * (1 if pass_name == "fwd" else 3)  # backward: dX and dmask GEMMs
-    benchmark.extra_info.update({
-        "backend": backend,
-        "peak_extra_MB": (torch.cuda.max_memory_allocated() - base) / 1e6,
-        "device": torch.cuda.get_device_name(),
-    })
-    if benchmark.stats is not None:  # None under --benchmark-disable
-        benchmark.extra_info["TFLOP/s"] = flops / benchmark.stats.stats.mean / 1e12
+    benchmark_cuda_step(benchmark, step, flops, backend=backend)

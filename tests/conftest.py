@@ -16,3 +16,12 @@ import torch  # noqa: E402
 def _seed_everything():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def single_thread():
+    """Tiny models train fastest on one thread: on a shared, busy CPU two OpenMP threads run ~3-10x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

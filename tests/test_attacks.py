@@ -232,15 +232,6 @@ def test_poison_dataset_all_to_all_relabels_every_class():
     assert torch.all(x_p[:, 0, 4:7, 4:7] == 1.0)
 
 
-@pytest.fixture
-def single_thread():
-    """Tiny models train fastest on one thread; on a shared, busy CPU two OpenMP threads run ~3x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_train_backdoored_on_digits_learns_task_and_backdoor(single_thread):
     from awm_fast.data import load_digits
     from awm_fast.models import SmallCNN

@@ -8,14 +8,8 @@ import torch.nn as nn
 from awm_fast.baselines import _NeuronPerturbation, anp, anp_neuron_layers, fine_tune
 from awm_fast.models import SmallCNN
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These models are tiny: one thread avoids inter-op contention on a busy CI machine (~10x faster there).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# These models are tiny: one thread avoids inter-op contention on a busy CI machine (~10x faster there).
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _model_and_data():

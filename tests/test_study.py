@@ -3,18 +3,11 @@
 import csv
 
 import pytest
-import torch
 
 from awm_fast.study import CSV_COLUMNS, StudySettings, main, parse_method, run_study
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These models are tiny: one thread avoids inter-op contention on a busy CI machine (~10x faster there).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# These models are tiny: one thread avoids inter-op contention on a busy CI machine (~10x faster there).
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_parse_method():
