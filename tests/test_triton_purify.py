@@ -1,0 +1,58 @@
+"""purify(backend="triton") runs the whole algorithm through the fused kernels (under TRITON_INTERPRET=1
+on CPU tensors here) and gives the torch backend's masks.
+
+Tolerance: both backends compute in fp32 with fp32 accumulation, but the Triton kernels sum each GEMM in
+tiles (a different order from the CPU BLAS the torch backend calls), so single ops agree to ~1e-6
+relative; two outer epochs of Adam on the masks amplify that a little. 1e-5 is the same bound as the
+reference-vs-torch parity test in test_purify.py.
+"""
+
+import os
+
+import pytest
+import torch
+
+import awm_fast
+from awm_fast.ops.masked import triton_kernels_available
+
+from tiny_models import tiny_cnn, tiny_data
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("TRITON_INTERPRET") != "1" or not triton_kernels_available(),
+    reason="needs Triton and TRITON_INTERPRET=1 (set by tests/conftest.py)")
+
+
+def _count_calls(monkeypatch, function_class) -> list[int]:
+    """Wrap function_class.apply so the test can tell the fused kernels really ran."""
+    calls = [0]
+    apply = function_class.apply
+
+    def counting_apply(*args):
+        calls[0] += 1
+        return apply(*args)
+
+    monkeypatch.setattr(function_class, "apply", counting_apply)
+    return calls
+
+
+@pytest.mark.parametrize("mode", ["paper", "improved"])
+def test_triton_backend_gives_the_torch_backends_masks(mode, monkeypatch):
+    from awm_fast.kernels.masked_conv2d import MaskedConv2dFunction
+    from awm_fast.kernels.masked_linear import MaskedLinearFunction
+
+    model, (x, y) = tiny_cnn(), tiny_data()
+    # conv+linear: both fused kernels (conv 3x3 stride 1 and 2, Linear) forward and backward
+    options = dict(mode=mode, mask_layers="conv+linear", outer=2, inner=2, batch_size=8, seed=5)
+    torch_result = awm_fast.purify(model, (x, y), backend="torch", **options)
+    linear_calls, conv_calls = (_count_calls(monkeypatch, cls) for cls in (MaskedLinearFunction, MaskedConv2dFunction))
+    triton_result = awm_fast.purify(model, (x, y), backend="triton", **options)
+    assert linear_calls[0] > 0 and conv_calls[0] > 0, "backend='triton' did not run the fused kernels"
+    results = {"torch": torch_result, "triton": triton_result}
+    assert set(results["triton"].masks) == set(results["torch"].masks) == {
+        "0.weight", "3.weight", "6.weight", "8.weight"}
+    for name, mask in results["torch"].masks.items():
+        assert not torch.equal(mask, torch.ones_like(mask)), f"{name}: the masks never moved, nothing was compared"
+        torch.testing.assert_close(results["triton"].masks[name], mask, atol=1e-5, rtol=1e-5, msg=name)
+    torch.testing.assert_close(results["triton"].trigger, results["torch"].trigger, atol=1e-4, rtol=1e-4)
+    # the folded model is a plain nn.Sequential whatever the backend
+    assert type(results["triton"].model) is type(model)
