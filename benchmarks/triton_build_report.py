@@ -41,7 +41,7 @@ def build_report(ops: list[str], full: bool, jobs: int) -> tuple[str, int]:
     """Markdown tables of the AOT builds of each op; returns (markdown, number of builds not ok)."""
     from awm_fast.kernels.aot import compile_cases
 
-    sections, bad = [], 0
+    sections, summary, bad = [], [], 0
     for op in ops:
         try:
             module = importlib.import_module(OP_MODULES[op])
@@ -70,11 +70,30 @@ def build_report(ops: list[str], full: bool, jobs: int) -> tuple[str, int]:
                 f"| {b.kernel} | {b.label} | sm_{b.arch} | {b.registers} | {b.spill_bytes} / {b.spill_instructions} "
                 f"| {b.shared_bytes / 1024:.1f} ({b.shared_limit // 1024}) | {mma} | {'yes' if b.ok else '**NO**'} |")
         sections.append("\n".join(lines) + "\n")
+        summary.extend(_summary_rows(op, builds))
+    summary_table = "\n".join([
+        "### Summary: every build, per op and target", "",
+        "| op | target | builds | ok | registers (max) | spills (max B) | shared KiB (max / limit) | MMA kinds |",
+        "|---|---|---:|---:|---:|---:|---:|---|", *summary]) + "\n"
     header = ("## Build report (static: triton.compile for GPUTarget('cuda', 80 | 90, 32), read with cuobjdump; "
               "no GPU)\n\nConfig names: M/N/K = BLOCK sizes, G = group size, w = warps, s = pipeline stages. "
               "Shared memory = Triton's dynamic allocation + the cubin's static shared memory. Configs the "
               "launcher's shared-memory pruning drops on a target are not built for it.\n")
-    return header + "\n" + "\n".join(sections), bad
+    return header + "\n" + summary_table + "\n" + "\n".join(sections), bad
+
+
+def _summary_rows(op: str, builds: list) -> list[str]:
+    """One Markdown row per target: how many builds, how many pass, and the worst registers/spills/smem."""
+    rows = []
+    for arch in sorted({b.arch for b in builds}):
+        group = [b for b in builds if b.arch == arch]
+        # 'wgmma m64n128k16 bf16' -> 'wgmma bf16': instruction family and operand type, shapes dropped
+        kinds = sorted({" ".join(_short_mma(m).split()[::2]) for b in group for m in b.mma_instructions})
+        rows.append(
+            f"| {op} | sm_{arch} | {len(group)} | {sum(b.ok for b in group)} | {max(b.registers for b in group)} "
+            f"| {max(b.spill_bytes for b in group)} | {max(b.shared_bytes for b in group) / 1024:.1f} / "
+            f"{group[0].shared_limit // 1024} | {', '.join(kinds) or 'none'} |")
+    return rows
 
 
 def _short_mma(instruction: str) -> str:
