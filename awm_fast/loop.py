@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -38,6 +39,17 @@ HISTORY_KEYS = ("epoch", "loss", "clean_loss", "trigger_loss", "ascent_loss", "m
                 "lr_mask", "seconds")
 
 
+class TriggerKind(NamedTuple):
+    """A group of triggers recovered alike: rows of the [K, ...] batch, the ascent's input clamp, the L1 radius
+    projected onto after every step (inf: only once, after the loop) and the projection."""
+
+    rows: slice
+    lo: float
+    hi: float
+    step_radius: float
+    projection: str
+
+
 class AWMLoop:
     """Runs `cfg.outer` epochs of trigger recovery + mask update; all state lives on x's device."""
 
@@ -46,12 +58,17 @@ class AWMLoop:
         self.model, self.cfg, self.x, self.y, self.generator = model, cfg, x, y, generator
         self.masks = list(attached.masks.values())
         self.eager = attached.modules[0].backend == "reference"
+        if self.eager and cfg.sparse_triggers:
+            raise ValueError(f"sparse_triggers={cfg.sparse_triggers} needs a fast backend ('torch' or 'triton'): "
+                             "the reference backend recovers the paper's single dense trigger")
         self.eval_fn, self.verbose = eval_fn, verbose
         self.device = x.device
         self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
         # Loss scaling only where fp16 gradients can underflow in practice: CUDA.
         self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" and x.is_cuda else None
-        self.teacher_probs = self._teacher_probs() if cfg.clean_loss == "distill" else None
+        self.distill_weight = 0.0 if cfg.clean_loss == "distill" else (cfg.distill_weight or 0.0)
+        needs_teacher = cfg.clean_loss == "distill" or self.distill_weight > 0
+        self.teacher_probs = self._teacher_probs() if needs_teacher else None
 
     def run(self) -> tuple[torch.Tensor, list[dict[str, float]]]:
         """Returns (trigger [C, H, W] or [K, C, H, W], history)."""
@@ -64,9 +81,12 @@ class AWMLoop:
         optimizer = self._adam(cfg.lr_mask)
         scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, cfg.lr_decay) if cfg.lr_decay else None
         history = []
+        best = None  # (score, epoch index, mask snapshot) when cfg.select_epoch
         for epoch in range(cfg.outer):
             start = time.perf_counter()
             triggers, ascent_loss = self._recover_triggers()
+            if cfg.select_epoch and epoch > 0:  # this trigger was recovered against the previous epoch's masks
+                best = self._consider(best, history[-1], triggers)
             sums = torch.zeros(3, device=self.device)  # loss, clean term, trigger term
             for rows in self._minibatches():
                 sums += self._mask_step(optimizer, rows, triggers)
@@ -74,8 +94,43 @@ class AWMLoop:
             if scheduler is not None:
                 scheduler.step()
             history.append(self._epoch_record(epoch, sums / cfg.steps, ascent_loss, triggers, lr, start))
+        if cfg.select_epoch:
+            final_triggers, _ = self._recover_triggers()
+            best = self._consider(best, history[-1], final_triggers)
+            with torch.no_grad():
+                torch._foreach_copy_(self.masks, best[2])
+            for record in history:
+                record["selected"] = float(record["epoch"] == best[1])
         trigger = triggers[0] if cfg.num_triggers == 1 else triggers
         return trigger, history
+
+    @torch.no_grad()
+    def _consider(self, best, record: dict[str, float], triggers: torch.Tensor):
+        """Score the current masks (recorded as `record`) without test labels; keep the best snapshot.
+
+        A backdoor sends triggered inputs to ONE class, a generic adversarial perturbation scatters them,
+        so the score is the recovered triggers' own attack success rate, worst trigger: the largest
+        share of the clean images not predicted as class c that the trigger sends to c, plus the masked
+        model's error on the clean set's labels (a label-free proxy of ASR + clean error). Ties go to
+        the later epoch.
+        """
+        lo, hi = self.cfg.input_bounds
+        own = self._predictions()
+        num_classes = int(max(int(own.max()), int(self.y.max())) + 1)
+        target_rate = flips = torch.zeros((), device=self.device)
+        for trigger in triggers:
+            with self._autocast():
+                shifted = torch.cat([self.model((chunk + trigger).clamp(lo, hi)).argmax(dim=1)
+                                     for chunk in self.x.split(self.cfg.batch_size)])
+            flips = torch.maximum(flips, (shifted != own).float().mean())
+            sent = torch.zeros(num_classes, device=self.device).index_add_(0, shifted, (shifted != own).float())
+            eligible = len(own) - torch.bincount(own, minlength=num_classes).float()
+            target_rate = torch.maximum(target_rate, (sent / eligible.clamp(min=1)).max())
+        score = float(target_rate + (own != self.y).float().mean())
+        record["select_flip"], record["select_target"], record["select_score"] = float(flips), float(target_rate), score
+        if best is None or score <= best[0]:
+            return score, record["epoch"], [m.detach().clone() for m in self.masks]
+        return best
 
     def _adam(self, lr: float) -> torch.optim.Adam:
         # The authors' plain Adam for the reference; one foreach kernel per op over all masks otherwise.
@@ -134,16 +189,15 @@ class AWMLoop:
         """K triggers at once: forwards over the [K·U] triggered distinct images, then the fused step op."""
         cfg = self.cfg
         k = cfg.num_triggers
+        kinds = self._trigger_kinds()
         triggers = self._initial_triggers(k)
-        lo, hi = cfg.input_bounds if cfg.clamp_ascent else (-math.inf, math.inf)
-        # The paper projects once after the loop; otherwise every step is a projected ascent step.
-        step_radius = math.inf if cfg.mode == "paper" else cfg.trigger_norm
         own_labels = self._predictions()
         total = torch.zeros((), device=self.device)
         for rows in self._minibatches():
             unique_rows, weights = _distinct(rows)
             triggers.requires_grad_(True)
-            perturbed = ops.apply_triggers(self.x[unique_rows], triggers, lo, hi)  # [K, U, C, H, W]
+            parts = [ops.apply_triggers(self.x[unique_rows], triggers[kind.rows], kind.lo, kind.hi) for kind in kinds]
+            perturbed = parts[0] if len(parts) == 1 else torch.cat(parts)  # [K, U, C, H, W]
             flat = perturbed.detach().flatten(0, 1)
             flat_labels, flat_weights = own_labels[unique_rows].repeat(k), weights.repeat(k)
             grad_flat = torch.empty_like(flat)
@@ -158,18 +212,34 @@ class AWMLoop:
                 total += loss.detach() / k
             (grad,) = torch.autograd.grad(perturbed, triggers, grad_flat.view_as(perturbed))
             triggers = triggers.detach()
-            ops.trigger_step(triggers, grad, cfg.lr_trigger, step_radius, "plain", cfg.projection)
-        projected = ops.project_l1_ball(triggers.flatten(1), cfg.trigger_norm, cfg.projection)
-        return projected.view_as(triggers), total / cfg.steps
+            for kind in kinds:
+                ops.trigger_step(triggers[kind.rows], grad[kind.rows], cfg.lr_trigger, kind.step_radius, "plain",
+                                 kind.projection)
+        projected = [ops.project_l1_ball(triggers[kind.rows].flatten(1), cfg.trigger_norm, kind.projection)
+                     for kind in kinds]
+        return torch.cat(projected).view_as(triggers), total / cfg.steps
+
+    def _trigger_kinds(self) -> list[TriggerKind]:
+        """How each trigger is recovered: the dense ones as cfg says, then the cfg.sparse_triggers sparse ones."""
+        cfg = self.cfg
+        dense = cfg.num_triggers - cfg.sparse_triggers
+        lo, hi = cfg.input_bounds if cfg.clamp_ascent else (-math.inf, math.inf)
+        # The paper projects once after the loop; otherwise every step is a projected ascent step.
+        radius = math.inf if cfg.mode == "paper" else cfg.trigger_norm
+        kinds = [TriggerKind(slice(0, dense), lo, hi, radius, cfg.projection),
+                 TriggerKind(slice(dense, cfg.num_triggers), *cfg.input_bounds, cfg.trigger_norm, "exact")]
+        return [kind for kind in kinds if kind.rows.stop > kind.rows.start]
 
     def _initial_triggers(self, k: int) -> torch.Tensor:
-        """Trigger 0 starts at zero (the paper); restarts 1..K-1 at random points of L1 norm τ/2."""
+        """The first trigger of each kind (dense, sparse) starts at zero, as the paper's; every other one (a
+        restart) at a random point of L1 norm τ/2."""
         shape = (k, *self.x.shape[1:])
         triggers = torch.zeros(shape)
-        if k > 1:
-            noise = torch.rand((k - 1, *shape[1:]), generator=self.generator) * 2 - 1
+        restarts = [row for row in range(1, k) if row != k - self.cfg.sparse_triggers]
+        if restarts:
+            noise = torch.rand((len(restarts), *shape[1:]), generator=self.generator) * 2 - 1
             norms = noise.flatten(1).abs().sum(1).view(-1, *[1] * (len(shape) - 1))
-            triggers[1:] = noise * (0.5 * self.cfg.trigger_norm / norms)
+            triggers[restarts] = noise * (0.5 * self.cfg.trigger_norm / norms)
         return triggers.to(self.device)
 
     # ---- step 2: mask update (outer min) ---------------------------------------------------------------
@@ -258,6 +328,11 @@ class AWMLoop:
         reduction = "mean" if weights is None else "none"
         if self.teacher_probs is None:
             loss = F.cross_entropy(logits, self.y[rows], reduction=reduction)
+        elif self.distill_weight > 0:  # CE + λ·KL(original ‖ masked); never in paper mode (λ = 0 there)
+            kl = F.kl_div(F.log_softmax(logits, dim=1), self.teacher_probs[rows],
+                          reduction="batchmean" if weights is None else "none")
+            kl = kl if weights is None else kl.sum(dim=1)
+            loss = F.cross_entropy(logits, self.y[rows], reduction=reduction) + self.distill_weight * kl
         else:
             loss = F.kl_div(F.log_softmax(logits, dim=1), self.teacher_probs[rows],
                             reduction="batchmean" if weights is None else "none")

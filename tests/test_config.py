@@ -38,9 +38,17 @@ def test_paper_and_improved_modes_resolve_differently():
     paper = AWMConfig().resolve(64, 100)
     assert (paper.mask_layers, paper.projection, paper.clamp_ascent, paper.clean_loss) == (
         "conv", "rescale", False, "ce")
+    assert (paper.distill_weight, paper.select_epoch, paper.steps) == (0.0, False, 5)
+    # Round 2 (docs/EFFICACY.md): the paper's recovery and objective plus CE + 0.1·KL to the original model.
     improved = AWMConfig(mode="improved").resolve(64, 100)
     assert (improved.mask_layers, improved.projection, improved.clamp_ascent, improved.clean_loss) == (
-        "conv+linear", "exact", True, "distill")
+        "conv", "rescale", False, "ce")
+    assert (improved.distill_weight, improved.select_epoch, improved.steps) == (0.1, False, 5)
+    # every improved-mode default stays overridable
+    custom = AWMConfig(mode="improved", distill_weight=0.0, select_epoch=True, projection="exact",
+                       clamp_ascent=True, clean_loss="distill", mask_layers="conv+linear", steps=15).resolve(64, 100)
+    assert (custom.distill_weight, custom.select_epoch, custom.projection, custom.clamp_ascent, custom.clean_loss,
+            custom.mask_layers, custom.steps) == (0.0, True, "exact", True, "distill", "conv+linear", 15)
 
 
 def test_replace_rejects_unknown_names_and_keeps_the_original():
@@ -52,7 +60,8 @@ def test_replace_rejects_unknown_names_and_keeps_the_original():
 
 @pytest.mark.parametrize("field, value", [("seed", -1), ("batch_size", 0), ("inner", 1.5), ("gamma", -1.0),
                                           ("lr_mask", 0.0), ("lr_decay", 1.5), ("input_bounds", (1.0, 0.0)),
-                                          ("input_bounds", 3), ("projection", "l2"), ("clean_loss", "mse")])
+                                          ("input_bounds", 3), ("projection", "l2"), ("clean_loss", "mse"),
+                                          ("distill_weight", -0.1), ("distill_weight", float("inf"))])
 def test_invalid_values_are_rejected(field, value):
     with pytest.raises(ValueError, match=field.split("_")[0]):
         AWMConfig(**{field: value}).validate()
