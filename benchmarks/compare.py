@@ -15,7 +15,7 @@ from collections import defaultdict
 
 
 def _backend(name: str) -> str:
-    match = re.search(r"\[(?:[^\]]*-)?(reference|torch|triton|eager|extension|fused)(?:-[^\]]*)?\]", name)
+    match = re.search(r"\[(?:[^\]]*-)?(reference|torch|triton|eager|extension|fused|compiled)(?:-[^\]]*)?\]", name)
     return match.group(1) if match else name
 
 
