@@ -211,6 +211,14 @@ def _load_tile(base, row_offs, col_offs, row_ok, col_ok, COLS_CONTIGUOUS: tl.con
 
 
 @triton.jit
+def _masked_weight_tile(w_ptr, mask_ptr, offs, ok):
+    """W⊙m on the tile, in fp32 (rounded once, by the caller's MMA operand cast): W and m share their strides,
+    so one offset tensor addresses both. W⊙m never exists in global memory."""
+    w_tile = tl.load(w_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+    return w_tile * tl.load(mask_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+
+
+@triton.jit
 def _store_tile(base, row_offs, col_offs, row_ok, col_ok, tile, COLS_CONTIGUOUS: tl.constexpr):
     """base[row_offs[r] + col_offs[c]] = tile[r, c] where masked in; lanes run along the contiguous side."""
     if COLS_CONTIGUOUS:
@@ -271,11 +279,8 @@ def _masked_conv2d_fwd_kernel(
         k_ok = offs_k < channels_per_group
         x_rows = nb * stride_xn + (ih * stride_xh + iw * stride_xw)
         x_tile = _load_tile(x_base, x_rows, offs_k * stride_xc, row_ok, k_ok, X_CHANNELS_LAST)
-        # W⊙m on the tile: one offset tensor serves both (shared strides); formed in fp32, rounded once.
         w_offs = (offs_k * stride_wc + kh * stride_wh + kw * stride_ww)[:, None] + w_cols[None, :]
-        b_ok = k_ok[:, None] & n_ok[None, :]
-        w_tile = tl.load(w_ptr + w_offs, mask=b_ok, other=0.0).to(tl.float32)
-        w_tile *= tl.load(mask_ptr + w_offs, mask=b_ok, other=0.0).to(tl.float32)
+        w_tile = _masked_weight_tile(w_ptr, mask_ptr, w_offs, k_ok[:, None] & n_ok[None, :])
         acc = _tile_mma(x_tile, w_tile, acc, COMPUTE_DTYPE, DOT_PRECISION, UPCAST_DOT)
 
     if HAS_BIAS:
@@ -369,9 +374,7 @@ def _masked_conv2d_bwd_dx_kernel(
         dy_rows = nb * stride_dyn + (oh * stride_dyh + ow * stride_dyw)
         dy_tile = _load_tile(dy_base, dy_rows, offs_k * stride_dyc, row_ok, k_ok, DY_CHANNELS_LAST)
         w_offs = (offs_k * stride_wo + kh * stride_wh + kw * stride_ww)[:, None] + w_cols[None, :]
-        b_ok = k_ok[:, None] & n_ok[None, :]
-        w_tile = tl.load(w_ptr + w_offs, mask=b_ok, other=0.0).to(tl.float32)
-        w_tile *= tl.load(mask_ptr + w_offs, mask=b_ok, other=0.0).to(tl.float32)
+        w_tile = _masked_weight_tile(w_ptr, mask_ptr, w_offs, k_ok[:, None] & n_ok[None, :])
         acc = _tile_mma(dy_tile, w_tile, acc, COMPUTE_DTYPE, DOT_PRECISION, UPCAST_DOT)
 
     dx_rows = nb * stride_dxn + (ih * stride_dxh + iw * stride_dxw)
