@@ -53,6 +53,22 @@ from awm_fast.kernels.utils import (
 
 
 @triton.jit
+def _dot_masked_weight(a, w_ptrs, m_ptrs, w_ok, acc, COMPUTE_DTYPE: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+                       INPUT_PRECISION: tl.constexpr):
+    """acc + a · (W⊙m) for a [BM, BK] in COMPUTE_DTYPE and a W, m tile [BK, BN] read at w_ptrs / m_ptrs.
+
+    W⊙m is formed on the tile: the product in fp32, one rounding to the compute dtype; never in global memory.
+    """
+    w = tl.load(w_ptrs, mask=w_ok, other=0.0)
+    m = tl.load(m_ptrs, mask=w_ok, other=0.0)
+    w_eff = (w.to(tl.float32) * m.to(tl.float32)).to(COMPUTE_DTYPE)
+    if DOT_IN_FP32:  # interpreter only (utils.dot_in_fp32): exact upcast of the rounded bf16 tiles
+        a = a.to(tl.float32)
+        w_eff = w_eff.to(tl.float32)
+    return tl.dot(a, w_eff, acc, input_precision=INPUT_PRECISION)
+
+
+@triton.jit
 def _row_offsets(rows, inner_rows, stride_outer, stride_inner, ROWS_3D: tl.constexpr):
     """Element offsets (int64) of flattened rows `rows` of a [B, R, F] strided view ([R, F] when not ROWS_3D)."""
     if ROWS_3D:
@@ -92,14 +108,8 @@ def _masked_linear_fwd_kernel(
     for k_start in range(0, tl.cdiv(K, BLOCK_K)):
         mask_k = offs_k < K - k_start * BLOCK_K
         x = tl.load(x_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0.0).to(COMPUTE_DTYPE)
-        w = tl.load(w_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-        m = tl.load(m_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-        # W⊙m on the tile: product in fp32, one rounding to the compute dtype.
-        w_eff = (w.to(tl.float32) * m.to(tl.float32)).to(COMPUTE_DTYPE)
-        if DOT_IN_FP32:  # interpreter only (utils.dot_in_fp32): exact upcast of the rounded bf16 tiles
-            x = x.to(tl.float32)
-            w_eff = w_eff.to(tl.float32)
-        acc = tl.dot(x, w_eff, acc, input_precision=INPUT_PRECISION)
+        acc = _dot_masked_weight(x, w_ptrs, m_ptrs, mask_k[:, None] & mask_n[None, :], acc,
+                                 COMPUTE_DTYPE, DOT_IN_FP32, INPUT_PRECISION)
         x_ptrs += BLOCK_K * stride_xk
         w_ptrs += BLOCK_K * stride_wk
         m_ptrs += BLOCK_K * stride_mk
@@ -141,13 +151,8 @@ def _masked_linear_bwd_dx_kernel(
     for n_start in range(0, tl.cdiv(N, BLOCK_N)):
         mask_n = offs_n < N - n_start * BLOCK_N
         dy = tl.load(dy_ptrs, mask=mask_m[:, None] & mask_n[None, :], other=0.0).to(COMPUTE_DTYPE)
-        w = tl.load(w_ptrs, mask=mask_n[:, None] & mask_k[None, :], other=0.0)
-        m = tl.load(m_ptrs, mask=mask_n[:, None] & mask_k[None, :], other=0.0)
-        w_eff = (w.to(tl.float32) * m.to(tl.float32)).to(COMPUTE_DTYPE)
-        if DOT_IN_FP32:
-            dy = dy.to(tl.float32)
-            w_eff = w_eff.to(tl.float32)
-        acc = tl.dot(dy, w_eff, acc, input_precision=INPUT_PRECISION)
+        acc = _dot_masked_weight(dy, w_ptrs, m_ptrs, mask_n[:, None] & mask_k[None, :], acc,
+                                 COMPUTE_DTYPE, DOT_IN_FP32, INPUT_PRECISION)
         dy_ptrs += BLOCK_N * stride_dyn
         w_ptrs += BLOCK_N * stride_wn
         m_ptrs += BLOCK_N * stride_mn
