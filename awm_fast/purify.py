@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +19,8 @@ import torch.nn as nn
 
 from awm_fast import ops
 from awm_fast.config import AWMConfig, make_config
-from awm_fast.inputs import as_tensors, augment_one_shot, check_bounds, check_classes, is_one_shot
+from awm_fast.inputs import (as_tensors, augment_one_shot, augment_one_shot_consistent, check_bounds, check_classes,
+                             is_one_shot)
 from awm_fast.loop import AWMLoop
 from awm_fast.masking import attach_masks, select_layers
 
@@ -83,9 +85,12 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
     generator = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else torch.Generator()
     if cfg.seed is None:
         generator.seed()
-    if cfg.one_shot_augment and is_one_shot(y):
+    filter_copies = cfg.one_shot_filter and cfg.one_shot_augment > 0 and is_one_shot(y)
+    if cfg.one_shot_augment and is_one_shot(y) and not filter_copies:
         x, y = augment_one_shot(x, y, cfg.one_shot_augment, generator)
-    cfg = cfg.resolve(input_numel=x[0].numel(), num_samples=x.shape[0])
+    # The filtered set's size is known only once the model has labelled the candidates (below): the step count
+    # follows the size the augmentation aims for, N·(1 + copies), so filtering never changes it.
+    cfg = cfg.resolve(input_numel=x[0].numel(), num_samples=x.shape[0] * (1 + cfg.one_shot_augment * filter_copies))
 
     work = model if cfg.inplace else copy.deepcopy(model)
     layer_names = select_layers(work, cfg.mask_layers)
@@ -102,6 +107,12 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
     try:
         work.to(device).eval().requires_grad_(False)
         x, y = x.to(device), y.to(device)
+        if filter_copies:
+            originals = x.shape[0]
+            x, y = augment_one_shot_consistent(work, x, y, cfg.one_shot_augment, generator)
+            if verbose:
+                print(f"purify: kept {x.shape[0] - originals} label-consistent augmented copies of "
+                      f"{cfg.one_shot_augment * originals} wanted", file=sys.stderr)
         attached = attach_masks(work, layer_names, backend)
         _check_logits(work, x, y)
         trigger, history = AWMLoop(work, attached, x, y, cfg, generator, eval_fn, verbose).run()

@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from awm_fast.inputs import _random_crop_flip_affines, as_tensors, augment_one_shot, is_one_shot
+from awm_fast.inputs import (CONSISTENT_POOL, _random_crop_flip_affines, as_tensors, augment_one_shot,
+                             augment_one_shot_consistent, is_one_shot)
 
 
 def test_augment_one_shot_keeps_originals_first_and_repeats_labels():
@@ -14,6 +15,42 @@ def test_augment_one_shot_keeps_originals_first_and_repeats_labels():
     assert torch.equal(xa[:3], x)
     assert xa.min() >= x.min() - 1e-6 and xa.max() <= x.max() + 1e-6  # bilinear: a convex combination
     assert not torch.allclose(xa[3:12], x[0].expand(9, -1, -1, -1))
+
+
+class BrightnessClassifier(torch.nn.Module):
+    """Labels an image by its mean brightness: class floor(4·mean) of 4 (a rule the test can recompute)."""
+
+    def forward(self, x):
+        return F.one_hot((x.mean(dim=(1, 2, 3)) * 4).clamp(0, 3).long(), 4).float()
+
+
+def test_consistent_augmentation_keeps_exactly_the_first_label_consistent_copies():
+    generator_seed, copies = 3, 4
+    x = torch.rand(4, 1, 8, 8) * 0.25 + torch.arange(4).view(4, 1, 1, 1) * 0.25  # image i has mean ≈ (2i+1)/8
+    y = torch.tensor([0, 1, 2, 3])
+    model = BrightnessClassifier()
+    xa, ya = augment_one_shot_consistent(model, x, y, copies, torch.Generator().manual_seed(generator_seed))
+    # Independent reference: the same candidates, filtered one by one in a plain loop.
+    candidates, labels = augment_one_shot(x, y, copies * CONSISTENT_POOL, torch.Generator().manual_seed(generator_seed))
+    expected_x, expected_y = [x], [y]
+    for source in range(4):
+        kept = 0
+        for j in range(copies * CONSISTENT_POOL):
+            row = 4 + source * copies * CONSISTENT_POOL + j
+            if kept < copies and int(model(candidates[row:row + 1]).argmax()) == int(labels[row]):
+                expected_x.append(candidates[row:row + 1]), expected_y.append(labels[row:row + 1])
+                kept += 1
+    torch.testing.assert_close(xa, torch.cat(expected_x), rtol=0, atol=0)
+    assert ya.tolist() == torch.cat(expected_y).tolist()
+    assert torch.equal(xa[:4], x) and (model(xa).argmax(dim=1) == ya).all()
+    assert 4 < len(xa) <= 4 * (1 + copies) and (torch.bincount(ya) <= 1 + copies).all()
+
+
+def test_consistent_augmentation_keeps_only_the_originals_when_no_copy_passes():
+    x, y = torch.rand(2, 1, 8, 8), torch.tensor([0, 1])
+    always_class_3 = lambda images: F.one_hot(torch.full((len(images),), 3), 4).float()  # noqa: E731
+    xa, ya = augment_one_shot_consistent(always_class_3, x, y, copies=9, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(xa, x) and torch.equal(ya, y)
 
 
 def test_crop_affine_is_the_identity_for_a_full_unflipped_crop_and_mirrors_when_flipped():

@@ -8,6 +8,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import awm_fast
+from awm_fast.inputs import augment_one_shot_consistent
 
 from authors_awm import authors_awm_masks
 from tiny_models import tiny_cnn, tiny_data
@@ -110,6 +111,18 @@ def test_one_sample_per_class_runs_with_augmentation_and_nonzero_steps():
     assert result.config.steps == 5
     assert len(result.history) == 2
     assert any(float(m.min()) < 1.0 for m in result.masks.values())
+
+
+def test_one_shot_filter_trains_on_the_label_consistent_copies_only(capsys):
+    model, (x, y) = tiny_cnn(), tiny_data(per_class=1)
+    result = awm_fast.purify(model, (x, y), outer=1, seed=5, one_shot_filter=True, verbose=True)
+    # purify's generator draws the augmentation first, so the same seed reproduces its candidate copies.
+    expected_x, _ = augment_one_shot_consistent(model, x, y, 9, torch.Generator().manual_seed(5))
+    assert 4 <= len(expected_x) < 40  # a random model agrees with some copies' labels, not all
+    assert f"kept {len(expected_x) - 4} label-consistent augmented copies of 36 wanted" in capsys.readouterr().err
+    assert result.config.steps == 5  # the step count of the unfiltered set: filtering does not change it
+    with pytest.raises(ValueError, match="one_shot_filter must be a bool"):
+        awm_fast.purify(model, (x, y), one_shot_filter="yes")
 
 
 def test_history_records_losses_and_eval_fn_metrics():
