@@ -89,7 +89,7 @@ class AWMConfig:
         one_shot_filter: keep only the augmented copies the original model assigns to their source
                        image's label (awm_fast.inputs.augment_one_shot_consistent). Measured (round
                        5 of docs/EFFICACY.md): most of the authors' copies are not label-consistent;
-                       filtering keeps 4-6 more points of clean accuracy, but the unfiltered copies
+                       filtering keeps 2.5-3.7 more points of clean accuracy, but the unfiltered copies
                        are also what erases dense backdoors (Blend, WaNet) on digits, so it is off
                        by default in both modes.                                                 False
 
