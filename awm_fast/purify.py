@@ -107,6 +107,7 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
     try:
         work.to(device).eval().requires_grad_(False)
         x, y = x.to(device), y.to(device)
+        _check_logits(work, x, y)
         if filter_copies:
             originals = x.shape[0]
             x, y = augment_one_shot_consistent(work, x, y, cfg.one_shot_augment, generator)
@@ -114,7 +115,6 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
                 print(f"purify: kept {x.shape[0] - originals} label-consistent augmented copies of "
                       f"{cfg.one_shot_augment * originals} wanted", file=sys.stderr)
         attached = attach_masks(work, layer_names, backend)
-        _check_logits(work, x, y)
         trigger, history = AWMLoop(work, attached, x, y, cfg, generator, eval_fn, verbose).run()
     except BaseException:
         if attached is not None:
