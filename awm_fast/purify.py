@@ -85,8 +85,9 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
     generator = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else torch.Generator()
     if cfg.seed is None:
         generator.seed()
-    filter_copies = cfg.one_shot_filter and cfg.one_shot_augment > 0 and is_one_shot(y)
-    if cfg.one_shot_augment and is_one_shot(y) and not filter_copies:
+    augment = cfg.one_shot_augment > 0 and is_one_shot(y)
+    filter_copies = augment and cfg.one_shot_filter
+    if augment and not filter_copies:
         x, y = augment_one_shot(x, y, cfg.one_shot_augment, generator)
     # The filtered set's size is known only once the model has labelled the candidates (below): the step count
     # follows the size the augmentation aims for, N·(1 + copies), so filtering never changes it.
