@@ -1,11 +1,9 @@
 # Screen runner: python run.py TAG 'json overrides' attack:seed,... [dataset]
 import sys, json, time, torch, awm_fast
 from awm_fast import study
-from awm_fast.data import few_shot_subset, load_dataset, without_indices
-torch.set_num_threads(1)
+from cases import ATTACKS, load_case
 import awm_fast.inputs as I
 P = sys.modules["awm_fast.purify"]
-AUG = None
 MODEL = [None]
 _orig_aug = I.augment_one_shot
 def filtered_aug(x, y, copies, generator=None):
@@ -40,20 +38,11 @@ if overrides.pop('soft_labels', False):
         print("uniform rows", int(bad.sum()), file=sys.stderr)
     L.AWMLoop.__init__ = _patched
 dataset = sys.argv[4] if len(sys.argv) > 4 else "digits"
-if cases == "all5": cases = ",".join(f"{a}:{s}" for s in range(5) for a in ("badnets","blend","trojan-square","trojan-watermark","all-to-all","wanet"))
-if cases == "all2": cases = ",".join(f"{a}:{s}" for s in range(2) for a in ("badnets","blend","trojan-square","trojan-watermark","all-to-all","wanet"))
-if dataset == "digits":
-    s = study.StudySettings(cache="/tmp/r2/cache"); split = load_dataset("digits", None)
-else:
-    s = study.StudySettings(cache="/tmp/r2/cache", train_limit=12000); split = load_dataset(dataset, None)
-size = split.x_train.shape[-1]
+if cases in ("all5", "all2"):  # every attack, seeds 0-4 / 0-1
+    cases = ",".join(f"{a}:{s}" for s in range(int(cases[-1])) for a in ATTACKS)
 for case in cases.split(","):
     attack_name, seed = case.rsplit(":", 1); seed = int(seed)
-    att = study.build_attack(attack_name, size, 10)
-    m, _ = study._cached_model(s, split, dataset, "small-cnn", attack_name, att, seed)
-    x, y, used = few_shot_subset(split.x_test, split.y_test, 1, seed=seed)
-    xe, ye = without_indices(split.x_test, split.y_test, used)
-    if dataset != "digits": xe, ye = xe[:2000], ye[:2000]
+    m, att, (x, y), (xe, ye) = load_case(attack_name, seed, dataset)
     MODEL[0] = m
     t = time.time()
     r = awm_fast.purify(m, (x, y), backend="torch", seed=seed, **{"mode": "paper", **overrides})

@@ -1,18 +1,13 @@
 # Targeted universal triggers per class: does the backdoor target stand out (higher success at a small L1 budget)?
 import sys, torch, torch.nn.functional as F
-from awm_fast import study, ops
-from awm_fast.data import few_shot_subset, load_dataset, without_indices
-from awm_fast.inputs import augment_one_shot
-torch.set_num_threads(1)
-s = study.StudySettings(cache="/tmp/r2/cache"); split = load_dataset("digits", None)
+from awm_fast import ops
+from cases import load_case
+# python targeted.py STEPS CLAMP(0|1)
 steps = int(sys.argv[1]); clamp = sys.argv[2] == "1"
 for a in ("badnets","blend","trojan-square","trojan-watermark","wanet"):
   for seed in (0,1):
-    att = study.build_attack(a, 8, 10)
-    m, _ = study._cached_model(s, split, "digits", "small-cnn", a, att, seed)
+    m, att, (x, y), (xe, ye) = load_case(a, seed)
     m.requires_grad_(False)
-    x, y, used = few_shot_subset(split.x_test, split.y_test, 1, seed=seed)
-    xe, ye = without_indices(split.x_test, split.y_test, used)
     out = []
     for tau in (2.0, 5.0, 10.0):
         rates = []

@@ -1,0 +1,49 @@
+"""Shared by the round-5 scripts: a cached backdoored model with its one-shot and evaluation data."""
+import copy
+import functools
+
+import torch
+
+from awm_fast import study
+from awm_fast.data import few_shot_subset, load_dataset, without_indices
+
+CACHE = "/tmp/r2/cache"  # the round-2 model cache; `awm-fast study --cache DIR` rebuilds it
+ATTACKS = ("badnets", "blend", "trojan-square", "trojan-watermark", "all-to-all", "wanet")
+torch.set_num_threads(1)  # one thread per process: two scripts share the 2-core machine
+
+
+@functools.lru_cache
+def _split(dataset):
+    return load_dataset(dataset, None)
+
+
+def load_case(attack_name, seed, dataset="digits"):
+    """(backdoored SmallCNN, attack, (x, y) one image per class, (x_eval, y_eval) the rest of the test split).
+
+    Fashion-MNIST models are the 12,000-image ones, evaluated on 2,000 images, as in the tables.
+    """
+    split = _split(dataset)
+    settings = study.StudySettings(cache=CACHE, train_limit=None if dataset == "digits" else 12000)
+    attack = study.build_attack(attack_name, split.x_train.shape[-1], split.num_classes)
+    model, _ = study._cached_model(settings, split, dataset, "small-cnn", attack_name, attack, seed)
+    x, y, used = few_shot_subset(split.x_test, split.y_test, 1, seed=seed)
+    x_eval, y_eval = without_indices(split.x_test, split.y_test, used)
+    if dataset != "digits":
+        x_eval, y_eval = x_eval[:2000], y_eval[:2000]
+    return model, attack, (x, y), (x_eval, y_eval)
+
+
+def masked_copy(model, masks):
+    """A copy of `model` with each weight named in `masks` multiplied by its mask."""
+    masked = copy.deepcopy(model)
+    params = dict(masked.named_parameters())
+    with torch.no_grad():
+        for name, mask in masks.items():
+            params[name].mul_(mask)
+    return masked
+
+
+def percent(model, x_eval, y_eval, attack):
+    """'ACC/ASR' in % of `model` on the evaluation data."""
+    metrics = study._metrics(model, x_eval, y_eval, attack)
+    return f"{100 * metrics['acc']:.1f}/{100 * metrics['asr']:.1f}"
