@@ -18,6 +18,10 @@ BACKEND_NAMES = ("auto", "reference", "torch", "triton")
 MASK_LAYER_PRESETS = ("conv", "linear", "conv+linear")
 PROJECTIONS = ("rescale", "exact")
 CLEAN_LOSSES = ("ce", "distill")
+TRIGGER_SEARCHES = ("untargeted", "targeted")
+# Targeted search: L1 radius per input channel when targeted_norm=None. A 3x3 full-contrast patch has L1 9 per
+# channel; 10 singled out the backdoor class on every Fashion-MNIST patch model measured (docs/EFFICACY.md, round 6).
+TARGETED_NORM_PER_CHANNEL = 10.0
 # Improved mode's λ in the clean term CE + λ·KL(original ‖ masked); docs/EFFICACY.md, round 2.
 IMPROVED_DISTILL_WEIGHT = 0.1
 
@@ -86,6 +90,21 @@ class AWMConfig:
         one_shot_augment: augmented copies added per image when the data holds at most one image
                        per class (the authors add 9: random resized crop + horizontal flip);
                        0 disables.                                                                   9
+        trigger_search: how the trigger of each outer epoch is recovered. "untargeted" (the paper): one
+                       universal Δ that maximises the loss against the model's own labels, radius τ.
+                       "targeted": for every class c, `trigger_restarts` candidates Δ_c that push the
+                       un-augmented images not predicted as c towards c (clamped to input_bounds,
+                       exact projection onto the small radius targeted_norm, warm-started across
+                       epochs); the class whose best candidate gets there most easily (lowest
+                       cross-entropy to c) is the suspected backdoor target, and its trigger alone
+                       drives the mask step. Needs num_triggers=1, sparse_triggers=0 and a fast
+                       backend. Measured on Fashion-MNIST with one_shot_filter (docs/EFFICACY.md,
+                       round 6): it finds the target of patch backdoors that the paper's trigger misses.
+                       None = "untargeted" in both modes.
+        targeted_norm: L1 radius of the targeted search's triggers. None = 10 per input channel
+                       (a small patch, so that only a backdoor class is reachable).
+        trigger_restarts: candidates per class of the targeted search; the first starts at zero,
+                       the others at random points of L1 norm targeted_norm / 2.                   4
         one_shot_filter: keep only the augmented copies the original model assigns to their source
                        image's label (awm_fast.inputs.augment_one_shot_consistent). Measured (round
                        5 of docs/EFFICACY.md): most of the authors' copies are not label-consistent;
@@ -137,6 +156,9 @@ class AWMConfig:
     input_bounds: tuple[float, float] = (0.0, 1.0)
     one_shot_augment: int = 9
     one_shot_filter: bool = False
+    trigger_search: str | None = None
+    targeted_norm: float | None = None
+    trigger_restarts: int = 4
     inplace: bool = False
     log_every: int = 1
     forward_chunk: int | None = None
@@ -158,16 +180,22 @@ class AWMConfig:
             _check_choice("projection", self.projection, PROJECTIONS)
         if self.clean_loss is not None:
             _check_choice("clean_loss", self.clean_loss, CLEAN_LOSSES)
+        if self.trigger_search is not None:
+            _check_choice("trigger_search", self.trigger_search, TRIGGER_SEARCHES)
         for name in ("steps", "forward_chunk"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)
-        for name in ("outer", "inner", "batch_size", "num_triggers"):
+        for name in ("outer", "inner", "batch_size", "num_triggers", "trigger_restarts"):
             _check_int(name, getattr(self, name), minimum=1)
         for name in ("shrink_steps", "one_shot_augment", "log_every", "sparse_triggers"):
             _check_int(name, getattr(self, name), minimum=0)
         if self.sparse_triggers > self.num_triggers:
             raise ValueError(f"sparse_triggers must be <= num_triggers ({self.num_triggers}), "
                              f"got {self.sparse_triggers}")
+        if self.trigger_search == "targeted" and (self.num_triggers != 1 or self.sparse_triggers):
+            raise ValueError("trigger_search='targeted' recovers one trigger per class and keeps the suspected "
+                             f"target's: it needs num_triggers=1 and sparse_triggers=0, got {self.num_triggers} "
+                             f"and {self.sparse_triggers}")
         if not isinstance(self.one_shot_filter, bool):
             raise ValueError(f"one_shot_filter must be a bool, got {self.one_shot_filter!r}")
         if self.seed is not None:
@@ -182,8 +210,10 @@ class AWMConfig:
                 raise ValueError(f"{name} must be finite and > 0, got {getattr(self, name)}")
         if self.distill_weight is not None and not (math.isfinite(self.distill_weight) and self.distill_weight >= 0):
             raise ValueError(f"distill_weight must be finite and >= 0, got {self.distill_weight}")
-        if self.trigger_norm is not None and not (math.isfinite(self.trigger_norm) and self.trigger_norm > 0):
-            raise ValueError(f"trigger_norm must be finite and > 0, got {self.trigger_norm}")
+        for name in ("trigger_norm", "targeted_norm"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be finite and > 0, got {value}")
         if self.lr_decay is not None and not 0.0 < self.lr_decay <= 1.0:
             raise ValueError(f"lr_decay must lie in (0, 1] or be None, got {self.lr_decay}")
         lo, hi = _bounds(self.input_bounds)
@@ -193,8 +223,8 @@ class AWMConfig:
             _check_choice("mask_layers", self.mask_layers, MASK_LAYER_PRESETS)
         return self
 
-    def resolve(self, input_numel: int, num_samples: int) -> AWMConfig:
-        """The concrete config for `num_samples` inputs of `input_numel` elements (C·H·W) each.
+    def resolve(self, input_numel: int, num_samples: int, input_channels: int = 1) -> AWMConfig:
+        """The concrete config for `num_samples` inputs of `input_numel` elements (C·H·W, C = input_channels) each.
 
         No None is left but device, seed and lr_decay.
         """
@@ -222,6 +252,8 @@ class AWMConfig:
             distill_weight=float(distill_weight),
             select_epoch=self.select_epoch if self.select_epoch is not None else False,
             trigger_norm=float(trigger_norm),
+            trigger_search=self.trigger_search or "untargeted",
+            targeted_norm=float(self.targeted_norm or TARGETED_NORM_PER_CHANNEL * input_channels),
             mask_layers=self.mask_layers if self.mask_layers is not None else "conv",
             projection=self.projection if self.projection is not None else "rescale",
             input_bounds=_bounds(self.input_bounds),

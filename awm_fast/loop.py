@@ -36,6 +36,10 @@ from awm_fast.masking import AttachedMasks
 
 SHRINK_LR = 1e-3  # the authors' lr1: Adam learning rate of the optional shrink warm-up
 CPU_FORWARD_CHUNK = 32  # default AWMConfig.forward_chunk on the CPU
+# The targeted trigger search (trigger_search="targeted"; docs/EFFICACY.md, round 6, measured with these values):
+TARGETED_STEPS = 10  # descent steps per outer epoch, continuing from the previous epoch's candidates
+TARGETED_STEP_SIZE = 0.5  # each step moves a candidate by this fraction of targeted_norm in L1, then projects
+TARGETED_MAX_IMAGES = 64  # at most this many un-augmented images per step (a fresh random subset when more)
 
 HISTORY_KEYS = ("epoch", "loss", "clean_loss", "trigger_loss", "ascent_loss", "mask_l1", "mask_mean", "trigger_l1",
                 "lr_mask", "seconds")
@@ -56,13 +60,21 @@ class AWMLoop:
     """Runs `cfg.outer` epochs of trigger recovery + mask update; all state lives on x's device."""
 
     def __init__(self, model: nn.Module, attached: AttachedMasks, x: torch.Tensor, y: torch.Tensor,
-                 cfg: AWMConfig, generator: torch.Generator, eval_fn=None, verbose: bool = False) -> None:
+                 cfg: AWMConfig, generator: torch.Generator, eval_fn=None, verbose: bool = False,
+                 search_rows: int | None = None) -> None:
+        """x [N, ...] float, y [N] int64 on the run device; the targeted trigger search uses x[:search_rows]
+        (the un-augmented images; None = all of x)."""
         self.model, self.cfg, self.x, self.y, self.generator = model, cfg, x, y, generator
         self.masks = list(attached.masks.values())
         self.eager = attached.modules[0].backend == "reference"
-        if self.eager and cfg.sparse_triggers:
-            raise ValueError(f"sparse_triggers={cfg.sparse_triggers} needs a fast backend ('torch' or 'triton'): "
+        targeted = cfg.trigger_search == "targeted"
+        if self.eager and (cfg.sparse_triggers or targeted):
+            option = f"sparse_triggers={cfg.sparse_triggers}" if cfg.sparse_triggers else "trigger_search='targeted'"
+            raise ValueError(f"{option} needs a fast backend ('torch' or 'triton'): "
                              "the reference backend recovers the paper's single dense trigger")
+        self.search_rows = x.shape[0] if search_rows is None else min(search_rows, x.shape[0])
+        self.candidates = None  # the targeted search's [classes · restarts, C, H, W], kept across epochs
+        self.suspect = None  # the class the targeted search last suspected, for the history
         self.eval_fn, self.verbose = eval_fn, verbose
         self.device = x.device
         self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
@@ -156,6 +168,8 @@ class AWMLoop:
             return self._recover_trigger_eager()
         self._set_masks_trainable(False)
         try:
+            if self.cfg.trigger_search == "targeted":
+                return self._recover_targeted()
             return self._recover_triggers_batched()
         finally:
             self._set_masks_trainable(True)
@@ -223,6 +237,85 @@ class AWMLoop:
         projected = [ops.project_l1_ball(triggers[kind.rows].flatten(1), cfg.trigger_norm, kind.projection)
                      for kind in kinds]
         return torch.cat(projected).view_as(triggers), total / cfg.steps
+
+    def _recover_targeted(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The suspected backdoor target's trigger [1, C, H, W] and its mean cross-entropy to that class.
+
+        A backdoor makes its target class reachable from any image by a small patch, a clean class is not:
+        for every class c, trigger_restarts candidates descend the cross-entropy to c of the search images
+        not predicted as c (clamped to input_bounds, L1-normalised gradient steps, exact projection onto
+        targeted_norm). Per class the best candidate counts; the class it reaches most easily (lowest
+        cross-entropy) is the suspect, and its trigger alone drives the mask step. Candidates persist:
+        each outer epoch continues from where the previous one left them, against the current masks.
+        """
+        cfg = self.cfg
+        lo, hi = cfg.input_bounds
+        if self.candidates is None:
+            self.candidates = self._initial_candidates()
+        candidates = self.candidates
+        k = candidates.shape[0]
+        classes = torch.arange(k, device=self.device) // cfg.trigger_restarts  # [K] each candidate's class
+        losses = torch.zeros(k, device=self.device)
+        for _ in range(TARGETED_STEPS):
+            rows = self._search_batch()
+            u = len(rows)
+            with torch.no_grad(), self._autocast():
+                own = self.model(self.x[rows]).argmax(dim=1)
+            candidates.requires_grad_(True)
+            perturbed = ops.apply_triggers(self.x[rows], candidates, lo, hi)  # [K, U, C, H, W]
+            flat = perturbed.detach().flatten(0, 1)
+            flat_targets = classes.repeat_interleave(u)
+            # Each candidate's loss is the mean over the images not already predicted as its class.
+            eligible = (own.repeat(k) != flat_targets).float().view(k, u)
+            counts = eligible.sum(dim=1)
+            flat_weights = (eligible / counts.clamp(min=1).unsqueeze(1)).flatten()
+            owner = torch.arange(k, device=self.device).repeat_interleave(u)
+            grad_flat = torch.empty_like(flat)
+            losses = torch.zeros(k, device=self.device)
+            for chunk in _chunks(flat.shape[0], self.chunk):
+                piece = flat[chunk].requires_grad_(True)
+                with self._autocast():
+                    logits = self.model(piece).float()
+                per_image = F.cross_entropy(logits, flat_targets[chunk], reduction="none") * flat_weights[chunk]
+                (grad_flat[chunk],) = torch.autograd.grad(per_image.sum(), piece)
+                losses.index_add_(0, owner[chunk], per_image.detach())
+            # A class the model already predicts for every image has nothing to reach: it is never the suspect.
+            losses = torch.where(counts > 0, losses, math.inf)
+            (grad,) = torch.autograd.grad(perturbed, candidates, grad_flat.view_as(perturbed))
+            candidates = candidates.detach()
+            # Descent with a step of fixed L1 length whatever the gradient's scale (it shrinks as CE falls).
+            norms = grad.flatten(1).abs().sum(dim=1).clamp(min=torch.finfo(grad.dtype).tiny)
+            direction = -grad / norms.view(-1, *[1] * (grad.dim() - 1))
+            ops.trigger_step(candidates, direction, TARGETED_STEP_SIZE * cfg.targeted_norm, cfg.targeted_norm,
+                             "plain", "exact")
+        self.candidates = candidates
+        # `losses` were measured just before the last step; the choice follows them.
+        per_class = losses.view(-1, cfg.trigger_restarts)
+        best_restart = per_class.argmin(dim=1)
+        suspect = int(per_class.min(dim=1).values.argmin())
+        self.suspect = suspect
+        chosen = suspect * cfg.trigger_restarts + int(best_restart[suspect])
+        return candidates[chosen : chosen + 1].clone(), losses[chosen]
+
+    def _initial_candidates(self) -> torch.Tensor:
+        """[classes · restarts, C, H, W]: per class, one candidate at zero and the others at random points of
+        L1 norm targeted_norm / 2."""
+        with torch.no_grad(), self._autocast():
+            num_classes = self.model(self.x[:1]).shape[1]
+        restarts = self.cfg.trigger_restarts
+        shape = (num_classes * restarts, *self.x.shape[1:])
+        noise = torch.rand(shape, generator=self.generator) * 2 - 1
+        norms = noise.flatten(1).abs().sum(1).view(-1, *[1] * (len(shape) - 1))
+        candidates = noise * (0.5 * self.cfg.targeted_norm / norms)
+        candidates[::restarts] = 0.0
+        return candidates.to(self.device)
+
+    def _search_batch(self) -> torch.Tensor:
+        """Row indices of the targeted search's images: every un-augmented image, or a fresh random subset of
+        TARGETED_MAX_IMAGES of them when there are more."""
+        if self.search_rows <= TARGETED_MAX_IMAGES:
+            return torch.arange(self.search_rows, device=self.device)
+        return torch.randperm(self.search_rows, generator=self.generator)[:TARGETED_MAX_IMAGES].to(self.device)
 
     def _trigger_kinds(self) -> list[TriggerKind]:
         """How each trigger is recovered: the dense ones as cfg says, then the cfg.sparse_triggers sparse ones."""
@@ -376,6 +469,8 @@ class AWMLoop:
         record = {"epoch": epoch + 1, "loss": stats[0], "clean_loss": stats[1], "trigger_loss": stats[2],
                   "ascent_loss": stats[3], "mask_l1": stats[4], "mask_mean": stats[4] / numel,
                   "trigger_l1": stats[5], "lr_mask": lr}
+        if self.suspect is not None:
+            record["suspect_class"] = float(self.suspect)
         if self.eval_fn is not None:
             with torch.no_grad():
                 record.update(self.eval_fn(self.model))

@@ -85,13 +85,15 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
     generator = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else torch.Generator()
     if cfg.seed is None:
         generator.seed()
+    originals = x.shape[0]  # the targeted trigger search runs on these, never on augmented copies
     augment = cfg.one_shot_augment > 0 and is_one_shot(y)
     filter_copies = augment and cfg.one_shot_filter
     if augment and not filter_copies:
         x, y = augment_one_shot(x, y, cfg.one_shot_augment, generator)
     # The filtered set's size is known only once the model has labelled the candidates (below): the step count
     # follows the size the augmentation aims for, N·(1 + copies), so filtering never changes it.
-    cfg = cfg.resolve(input_numel=x[0].numel(), num_samples=x.shape[0] * (1 + cfg.one_shot_augment * filter_copies))
+    cfg = cfg.resolve(input_numel=x[0].numel(), num_samples=x.shape[0] * (1 + cfg.one_shot_augment * filter_copies),
+                      input_channels=x.shape[1] if x.dim() == 4 else 1)
 
     work = model if cfg.inplace else copy.deepcopy(model)
     layer_names = select_layers(work, cfg.mask_layers)
@@ -110,13 +112,12 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
         x, y = x.to(device), y.to(device)
         _check_logits(work, x, y)
         if filter_copies:
-            originals = x.shape[0]
             x, y = augment_one_shot_consistent(work, x, y, cfg.one_shot_augment, generator)
             if verbose:
                 print(f"purify: kept {x.shape[0] - originals} label-consistent augmented copies of "
                       f"{cfg.one_shot_augment * originals} wanted", file=sys.stderr)
         attached = attach_masks(work, layer_names, backend)
-        trigger, history = AWMLoop(work, attached, x, y, cfg, generator, eval_fn, verbose).run()
+        trigger, history = AWMLoop(work, attached, x, y, cfg, generator, eval_fn, verbose, originals).run()
     except BaseException:
         if attached is not None:
             attached.detach()  # leave the model as it was found, not half-masked

@@ -1,6 +1,6 @@
 # ACC / ASR of the Fashion-MNIST models before purification.
-from cases import load_case, percent
-for a in ("badnets", "blend"):
+from cases import ATTACKS, load_case, percent
+for a in ATTACKS:
     for seed in (0, 1, 2):
         m, att, _, (xe, ye) = load_case(a, seed, "fashion-mnist")
         print(a, seed, "ACC/ASR", percent(m, xe, ye, att))

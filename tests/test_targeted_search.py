@@ -1,0 +1,129 @@
+"""trigger_search="targeted": per-class trigger candidates, the suspected target's trigger drives the masks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import awm_fast
+from awm_fast import AWMConfig
+from awm_fast.loop import TARGETED_STEP_SIZE, TARGETED_STEPS
+from awm_fast.ops.trigger import reference_project_l1_ball
+from tiny_models import tiny_cnn, tiny_data
+
+BACKDOOR_CLASS = 2
+CORNER = 63  # the flattened index of pixel (7, 7) of an 8x8 image
+
+
+def planted_backdoor_model() -> nn.Module:
+    """1x8x8 -> 4 classes. Class c is the mean of image rows 2c, 2c+1 (times 10); class 2 also gets +20 per unit
+    of the bottom-right pixel, which the clean images keep dark: that pixel is a one-pixel backdoor."""
+    model = nn.Sequential(nn.Conv2d(1, 1, 1, bias=False), nn.Flatten(), nn.Linear(64, 4, bias=False))
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[2].weight.zero_()
+        for c in range(4):
+            model[2].weight[c, 16 * c : 16 * (c + 1)] = 10.0 / 16
+        model[2].weight[BACKDOOR_CLASS, CORNER] = 20.0
+    return model.eval()
+
+
+def planted_backdoor_data() -> tuple[torch.Tensor, torch.Tensor]:
+    """Two images per class: dim noise, the class's two rows bright, the backdoor pixel dark."""
+    generator = torch.Generator().manual_seed(0)
+    x = 0.2 * torch.rand(8, 1, 8, 8, generator=generator)
+    y = torch.arange(4).repeat_interleave(2)
+    for i, c in enumerate(y.tolist()):
+        x[i, 0, 2 * c : 2 * c + 2] += 0.7
+    x.view(8, -1)[:, CORNER] = 0.0
+    return x, y
+
+
+def test_the_planted_backdoor_class_is_suspected_and_its_pixel_found():
+    model, (x, y) = planted_backdoor_model(), planted_backdoor_data()
+    assert torch.equal(model(x).argmax(1), y)  # the model is right on the clean images
+    result = awm_fast.purify(model, (x, y), trigger_search="targeted", targeted_norm=1.0, outer=2, backend="torch",
+                             mask_layers="linear")
+    assert [record["suspect_class"] for record in result.history] == [BACKDOOR_CLASS] * 2
+    trigger = result.trigger.flatten()
+    assert result.trigger.shape == x.shape[1:]
+    assert trigger.abs().sum() <= 1.0 + 1e-5
+    # The epoch-2 trigger was recovered against the epoch-1 masks; most of its mass is still on the backdoor pixel.
+    assert int(trigger.abs().argmax()) == CORNER and trigger[CORNER] > 0.5
+    # The masks cut the backdoor class's weight on the backdoor pixel more than any other class's weight on it.
+    on_pixel = result.masks["2.weight"][:, CORNER]
+    assert on_pixel[BACKDOOR_CLASS] < 1.0
+    assert on_pixel[BACKDOOR_CLASS] < on_pixel[torch.arange(4) != BACKDOOR_CLASS].min()
+
+
+def reference_targeted_search(model, x, num_classes, radius, restarts, generator):
+    """A plain loop over classes, candidates and images of the first epoch's search: the chosen trigger [C, H, W]."""
+    noise = torch.rand((num_classes * restarts, *x.shape[1:]), generator=generator) * 2 - 1
+    best = None  # (loss, class, trigger)
+    own = model(x).argmax(1)
+    for index in range(num_classes * restarts):
+        target = index // restarts
+        start = noise[index] * (0.5 * radius / noise[index].abs().sum())
+        delta = torch.zeros(x.shape[1:]) if index % restarts == 0 else start
+        if bool((own == target).all()):
+            continue  # nothing to reach: never the suspect
+        for _ in range(TARGETED_STEPS):
+            delta.requires_grad_(True)
+            terms = [F.cross_entropy(model((x[i] + delta).clamp(0, 1)[None]), torch.tensor([target]))
+                     for i in range(len(x)) if own[i] != target]
+            loss = torch.stack(terms).mean()
+            (grad,) = torch.autograd.grad(loss, delta)
+            with torch.no_grad():
+                stepped = delta - TARGETED_STEP_SIZE * radius * grad / grad.abs().sum()
+                delta = reference_project_l1_ball(stepped.view(1, -1), radius, "exact").view_as(delta)
+            last_loss = loss.item()  # measured before the step, as the loop does
+        if best is None or last_loss < best[0]:  # ties keep the earlier candidate, as argmin does
+            best = (last_loss, target, delta)
+    return best[1], best[2]
+
+
+def test_the_batched_search_matches_a_plain_loop():
+    model, (x, y) = tiny_cnn(), tiny_data(per_class=2)  # two per class: no augmentation draws from the generator
+    result = awm_fast.purify(model, (x, y), trigger_search="targeted", targeted_norm=2.0, trigger_restarts=3, outer=1,
+                             backend="torch", seed=7)
+    target, trigger = reference_targeted_search(model, x, 4, 2.0, 3, torch.Generator().manual_seed(7))
+    assert result.history[0]["suspect_class"] == target
+    torch.testing.assert_close(result.trigger, trigger, rtol=0, atol=1e-5)
+
+
+def test_more_images_than_a_search_batch_run_on_random_subsets_deterministically():
+    model, (x, y) = tiny_cnn(), tiny_data(per_class=20)  # 80 images > TARGETED_MAX_IMAGES
+    runs = [awm_fast.purify(model, (x, y), trigger_search="targeted", outer=2, inner=1, batch_size=16,
+                            backend="torch", seed=3) for _ in range(2)]
+    assert torch.equal(runs[0].trigger, runs[1].trigger)
+    for name, mask in runs[0].masks.items():
+        assert torch.equal(mask, runs[1].masks[name]), name
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(trigger_search="nearest"), "unknown trigger_search"),
+    (dict(trigger_search="targeted", num_triggers=2), "needs num_triggers=1"),
+    (dict(trigger_search="targeted", num_triggers=2, sparse_triggers=1), "needs num_triggers=1"),
+    (dict(targeted_norm=0.0), "targeted_norm must be finite and > 0"),
+    (dict(targeted_norm=float("inf")), "targeted_norm must be finite and > 0"),
+    (dict(trigger_restarts=0), "trigger_restarts must be an int >= 1"),
+])
+def test_the_targeted_options_are_validated(options, message):
+    with pytest.raises(ValueError, match=message):
+        AWMConfig(**options).validate()
+
+
+def test_the_targeted_search_needs_a_fast_backend():
+    model, (x, y) = tiny_cnn(), tiny_data()
+    with pytest.raises(ValueError, match="trigger_search='targeted' needs a fast backend"):
+        awm_fast.purify(model, (x, y), trigger_search="targeted", outer=1, backend="reference")
+
+
+def test_defaults_resolve_to_the_paper_search_and_ten_per_channel():
+    resolved = AWMConfig().resolve(3 * 32 * 32, 100, input_channels=3)
+    assert resolved.trigger_search == "untargeted" and resolved.targeted_norm == 30.0
+    assert AWMConfig(targeted_norm=4.0).resolve(64, 100).targeted_norm == 4.0
+    result = awm_fast.purify(tiny_cnn(), tiny_data(), outer=1, backend="torch")
+    assert "suspect_class" not in result.history[0]  # the paper's search suspects no class
