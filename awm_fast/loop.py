@@ -31,15 +31,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from awm_fast import ops
+from awm_fast.batching import autocast, chunks, distinct, forward_chunk
 from awm_fast.config import AWMConfig
 from awm_fast.masking import AttachedMasks
+from awm_fast.search import TargetedSearch
 
 SHRINK_LR = 1e-3  # the authors' lr1: Adam learning rate of the optional shrink warm-up
-CPU_FORWARD_CHUNK = 32  # default AWMConfig.forward_chunk on the CPU
-# The targeted trigger search (trigger_search="targeted"; docs/EFFICACY.md, round 6, measured with these values):
-TARGETED_STEPS = 10  # descent steps per outer epoch, continuing from the previous epoch's candidates
-TARGETED_STEP_SIZE = 0.5  # each step moves a candidate by this fraction of targeted_norm in L1, then projects
-TARGETED_MAX_IMAGES = 64  # at most this many un-augmented images per step (a fresh random subset when more)
 
 HISTORY_KEYS = ("epoch", "loss", "clean_loss", "trigger_loss", "ascent_loss", "mask_l1", "mask_mean", "trigger_l1",
                 "lr_mask", "seconds")
@@ -61,9 +58,9 @@ class AWMLoop:
 
     def __init__(self, model: nn.Module, attached: AttachedMasks, x: torch.Tensor, y: torch.Tensor,
                  cfg: AWMConfig, generator: torch.Generator, eval_fn=None, verbose: bool = False,
-                 search_rows: int | None = None) -> None:
-        """x [N, ...] float, y [N] int64 on the run device; the targeted trigger search uses x[:search_rows]
-        (the un-augmented images; None = all of x)."""
+                 search: TargetedSearch | None = None) -> None:
+        """x [N, ...] float, y [N] int64 on the run device. search: the TargetedSearch of
+        trigger_search="targeted" (purify starts it on the un-augmented images); None builds one over x."""
         self.model, self.cfg, self.x, self.y, self.generator = model, cfg, x, y, generator
         self.masks = list(attached.masks.values())
         self.eager = attached.modules[0].backend == "reference"
@@ -72,17 +69,14 @@ class AWMLoop:
             option = f"sparse_triggers={cfg.sparse_triggers}" if cfg.sparse_triggers else "trigger_search='targeted'"
             raise ValueError(f"{option} needs a fast backend ('torch' or 'triton'): "
                              "the reference backend recovers the paper's single dense trigger")
-        self.search_rows = x.shape[0] if search_rows is None else min(search_rows, x.shape[0])
-        self.candidates = None  # the targeted search's [classes · restarts, C, H, W], kept across epochs
-        self.suspect = None  # the class the targeted search last suspected, for the history
+        if targeted and search is None:
+            search = TargetedSearch(model, x, cfg, generator)
+        self.search = search if targeted else None
         self.eval_fn, self.verbose = eval_fn, verbose
         self.device = x.device
-        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
         # Loss scaling only where fp16 gradients can underflow in practice: CUDA.
         self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" and x.is_cuda else None
-        # Images per forward + backward in the fast path. On the CPU, GEMM throughput is already flat at 32
-        # images of a ResNet-18, while activation memory keeps growing with the chunk (AWMConfig docstring).
-        self.chunk = cfg.forward_chunk or (cfg.batch_size if x.is_cuda else min(cfg.batch_size, CPU_FORWARD_CHUNK))
+        self.chunk = forward_chunk(cfg, x.device)  # images per forward + backward in the fast path
         self.distill_weight = 0.0 if cfg.clean_loss == "distill" else (cfg.distill_weight or 0.0)
         needs_teacher = cfg.clean_loss == "distill" or self.distill_weight > 0
         self.teacher_probs = self._teacher_probs() if needs_teacher else None
@@ -168,8 +162,9 @@ class AWMLoop:
             return self._recover_trigger_eager()
         self._set_masks_trainable(False)
         try:
-            if self.cfg.trigger_search == "targeted":
-                return self._recover_targeted()
+            if self.search is not None:
+                trigger, loss, _ = self.search.recover()
+                return trigger, loss
             return self._recover_triggers_batched()
         finally:
             self._set_masks_trainable(True)
@@ -213,7 +208,7 @@ class AWMLoop:
         own_labels = self._predictions()
         total = torch.zeros((), device=self.device)
         for rows in self._minibatches():
-            unique_rows, weights = _distinct(rows)
+            unique_rows, weights = distinct(rows)
             triggers.requires_grad_(True)
             parts = [ops.apply_triggers(self.x[unique_rows], triggers[kind.rows], kind.lo, kind.hi) for kind in kinds]
             perturbed = parts[0] if len(parts) == 1 else torch.cat(parts)  # [K, U, C, H, W]
@@ -222,7 +217,7 @@ class AWMLoop:
             grad_flat = torch.empty_like(flat)
             # Σ_k (batch-mean CE of trigger k): each trigger's gradient is its own. Forwarded in chunks of at
             # most forward_chunk images; the chunk gradients meet again in apply_triggers' backward.
-            for chunk in _chunks(flat.shape[0], self.chunk):
+            for chunk in chunks(flat.shape[0], self.chunk):
                 piece = flat[chunk].requires_grad_(True)
                 with self._autocast():
                     logits = self.model(piece).float()
@@ -237,85 +232,6 @@ class AWMLoop:
         projected = [ops.project_l1_ball(triggers[kind.rows].flatten(1), cfg.trigger_norm, kind.projection)
                      for kind in kinds]
         return torch.cat(projected).view_as(triggers), total / cfg.steps
-
-    def _recover_targeted(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The suspected backdoor target's trigger [1, C, H, W] and its mean cross-entropy to that class.
-
-        A backdoor makes its target class reachable from any image by a small patch, a clean class is not:
-        for every class c, trigger_restarts candidates descend the cross-entropy to c of the search images
-        not predicted as c (clamped to input_bounds, L1-normalised gradient steps, exact projection onto
-        targeted_norm). Per class the best candidate counts; the class it reaches most easily (lowest
-        cross-entropy) is the suspect, and its trigger alone drives the mask step. Candidates persist:
-        each outer epoch continues from where the previous one left them, against the current masks.
-        """
-        cfg = self.cfg
-        lo, hi = cfg.input_bounds
-        if self.candidates is None:
-            self.candidates = self._initial_candidates()
-        candidates = self.candidates
-        k = candidates.shape[0]
-        classes = torch.arange(k, device=self.device) // cfg.trigger_restarts  # [K] each candidate's class
-        losses = torch.zeros(k, device=self.device)
-        for _ in range(TARGETED_STEPS):
-            rows = self._search_batch()
-            u = len(rows)
-            with torch.no_grad(), self._autocast():
-                own = self.model(self.x[rows]).argmax(dim=1)
-            candidates.requires_grad_(True)
-            perturbed = ops.apply_triggers(self.x[rows], candidates, lo, hi)  # [K, U, C, H, W]
-            flat = perturbed.detach().flatten(0, 1)
-            flat_targets = classes.repeat_interleave(u)
-            # Each candidate's loss is the mean over the images not already predicted as its class.
-            eligible = (own.repeat(k) != flat_targets).float().view(k, u)
-            counts = eligible.sum(dim=1)
-            flat_weights = (eligible / counts.clamp(min=1).unsqueeze(1)).flatten()
-            owner = torch.arange(k, device=self.device).repeat_interleave(u)
-            grad_flat = torch.empty_like(flat)
-            losses = torch.zeros(k, device=self.device)
-            for chunk in _chunks(flat.shape[0], self.chunk):
-                piece = flat[chunk].requires_grad_(True)
-                with self._autocast():
-                    logits = self.model(piece).float()
-                per_image = F.cross_entropy(logits, flat_targets[chunk], reduction="none") * flat_weights[chunk]
-                (grad_flat[chunk],) = torch.autograd.grad(per_image.sum(), piece)
-                losses.index_add_(0, owner[chunk], per_image.detach())
-            # A class the model already predicts for every image has nothing to reach: it is never the suspect.
-            losses = torch.where(counts > 0, losses, math.inf)
-            (grad,) = torch.autograd.grad(perturbed, candidates, grad_flat.view_as(perturbed))
-            candidates = candidates.detach()
-            # Descent with a step of fixed L1 length whatever the gradient's scale (it shrinks as CE falls).
-            norms = grad.flatten(1).abs().sum(dim=1).clamp(min=torch.finfo(grad.dtype).tiny)
-            direction = -grad / norms.view(-1, *[1] * (grad.dim() - 1))
-            ops.trigger_step(candidates, direction, TARGETED_STEP_SIZE * cfg.targeted_norm, cfg.targeted_norm,
-                             "plain", "exact")
-        self.candidates = candidates
-        # `losses` were measured just before the last step; the choice follows them.
-        per_class = losses.view(-1, cfg.trigger_restarts)
-        best_restart = per_class.argmin(dim=1)
-        suspect = int(per_class.min(dim=1).values.argmin())
-        self.suspect = suspect
-        chosen = suspect * cfg.trigger_restarts + int(best_restart[suspect])
-        return candidates[chosen : chosen + 1].clone(), losses[chosen]
-
-    def _initial_candidates(self) -> torch.Tensor:
-        """[classes · restarts, C, H, W]: per class, one candidate at zero and the others at random points of
-        L1 norm targeted_norm / 2."""
-        with torch.no_grad(), self._autocast():
-            num_classes = self.model(self.x[:1]).shape[1]
-        restarts = self.cfg.trigger_restarts
-        shape = (num_classes * restarts, *self.x.shape[1:])
-        noise = torch.rand(shape, generator=self.generator) * 2 - 1
-        norms = noise.flatten(1).abs().sum(1).view(-1, *[1] * (len(shape) - 1))
-        candidates = noise * (0.5 * self.cfg.targeted_norm / norms)
-        candidates[::restarts] = 0.0
-        return candidates.to(self.device)
-
-    def _search_batch(self) -> torch.Tensor:
-        """Row indices of the targeted search's images: every un-augmented image, or a fresh random subset of
-        TARGETED_MAX_IMAGES of them when there are more."""
-        if self.search_rows <= TARGETED_MAX_IMAGES:
-            return torch.arange(self.search_rows, device=self.device)
-        return torch.randperm(self.search_rows, generator=self.generator)[:TARGETED_MAX_IMAGES].to(self.device)
 
     def _trigger_kinds(self) -> list[TriggerKind]:
         """How each trigger is recovered: the dense ones as cfg says, then the cfg.sparse_triggers sparse ones."""
@@ -395,7 +311,7 @@ class AWMLoop:
         across them: activation memory stays that of one chunk whatever K. Returns the detached
         (clean term, trigger term).
         """
-        unique_rows, weights = _distinct(rows)
+        unique_rows, weights = distinct(rows)
         images, labels = self.x[unique_rows], self.y[unique_rows]
         u, k = len(unique_rows), (0 if triggers is None else self.cfg.num_triggers)
         inputs = images
@@ -403,7 +319,7 @@ class AWMLoop:
             lo, hi = self.cfg.input_bounds
             inputs = torch.cat([images, ops.apply_triggers(images, triggers, lo, hi).flatten(0, 1)])
         clean_total = trigger_total = torch.zeros((), device=self.device)
-        for chunk in _chunks(inputs.shape[0], self.chunk):
+        for chunk in chunks(inputs.shape[0], self.chunk):
             with self._autocast():
                 logits = self.model(inputs[chunk]).float()
             # Rows [0, u) are the clean images, rows [u, (1+K)u) the triggered copies, trigger-major.
@@ -456,9 +372,7 @@ class AWMLoop:
             mask.requires_grad_(trainable)
 
     def _autocast(self):
-        if self.autocast_dtype is None:
-            return torch.autocast(self.device.type, enabled=False)
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+        return autocast(self.cfg, self.device)
 
     def _epoch_record(self, epoch: int, means: torch.Tensor, ascent_loss: torch.Tensor, triggers: torch.Tensor,
                       lr: float, start: float) -> dict[str, float]:
@@ -469,8 +383,8 @@ class AWMLoop:
         record = {"epoch": epoch + 1, "loss": stats[0], "clean_loss": stats[1], "trigger_loss": stats[2],
                   "ascent_loss": stats[3], "mask_l1": stats[4], "mask_mean": stats[4] / numel,
                   "trigger_l1": stats[5], "lr_mask": lr}
-        if self.suspect is not None:
-            record["suspect_class"] = float(self.suspect)
+        if self.search is not None:
+            record["suspect_class"] = float(self.search.suspect)
         if self.eval_fn is not None:
             with torch.no_grad():
                 record.update(self.eval_fn(self.model))
@@ -479,19 +393,6 @@ class AWMLoop:
         if self.verbose and self.cfg.log_every and (epoch + 1) % self.cfg.log_every == 0:
             _print_progress(record, self.cfg.outer)
         return record
-
-
-def _distinct(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The distinct rows of a minibatch and each one's weight multiplicity / batch size (they sum to 1)."""
-    unique_rows, counts = torch.unique(rows, return_counts=True)
-    return unique_rows, counts.to(torch.float32) / rows.numel()
-
-
-def _chunks(total: int, limit: int) -> list[slice]:
-    """Split range(total) into the fewest near-equal slices of at most `limit` items."""
-    count = -(-total // limit)
-    size = -(-total // count)
-    return [slice(start, min(start + size, total)) for start in range(0, total, size)]
 
 
 def _print_progress(record: dict[str, float], outer: int) -> None:

@@ -23,6 +23,7 @@ from awm_fast.inputs import (as_tensors, augment_one_shot, augment_one_shot_cons
                              is_one_shot)
 from awm_fast.loop import AWMLoop
 from awm_fast.masking import attach_masks, select_layers
+from awm_fast.search import TargetedSearch
 
 
 @dataclasses.dataclass
@@ -85,7 +86,7 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
     generator = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else torch.Generator()
     if cfg.seed is None:
         generator.seed()
-    originals = x.shape[0]  # the targeted trigger search runs on these, never on augmented copies
+    originals = x.shape[0]  # the targeted search runs on these, never on augmented copies
     augment = cfg.one_shot_augment > 0 and is_one_shot(y)
     filter_copies = augment and cfg.one_shot_filter
     if augment and not filter_copies:
@@ -116,8 +117,11 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
             if verbose:
                 print(f"purify: kept {x.shape[0] - originals} label-consistent augmented copies of "
                       f"{cfg.one_shot_augment * originals} wanted", file=sys.stderr)
+        search = None
+        if cfg.trigger_search == "targeted" and backend != "reference":  # the loop rejects the reference backend
+            search = TargetedSearch(work, x[:originals], cfg, generator)
         attached = attach_masks(work, layer_names, backend)
-        trigger, history = AWMLoop(work, attached, x, y, cfg, generator, eval_fn, verbose, originals).run()
+        trigger, history = AWMLoop(work, attached, x, y, cfg, generator, eval_fn, verbose, search).run()
     except BaseException:
         if attached is not None:
             attached.detach()  # leave the model as it was found, not half-masked

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import awm_fast
 from awm_fast import AWMConfig
-from awm_fast.loop import TARGETED_STEP_SIZE, TARGETED_STEPS
+from awm_fast.search import TARGETED_STEP_SIZE, TARGETED_STEPS
 from awm_fast.ops.trigger import reference_project_l1_ball
 from tiny_models import tiny_cnn, tiny_data
 
@@ -127,3 +127,4 @@ def test_defaults_resolve_to_the_paper_search_and_ten_per_channel():
     assert AWMConfig(targeted_norm=4.0).resolve(64, 100).targeted_norm == 4.0
     result = awm_fast.purify(tiny_cnn(), tiny_data(), outer=1, backend="torch")
     assert "suspect_class" not in result.history[0]  # the paper's search suspects no class
+

@@ -1,0 +1,109 @@
+"""The targeted trigger search of AWMConfig.trigger_search="targeted" (docs/EFFICACY.md, round 6).
+
+A backdoor makes its target class reachable from any image by a small patch; a clean class is not. For every
+class c the search keeps `trigger_restarts` candidate triggers that descend the cross-entropy to c of the
+images not predicted as c (x + Δ clamped to input_bounds, L1-normalised gradient steps, exact projection onto
+the radius targeted_norm). Per class the best candidate counts; the class it reaches most easily (lowest
+cross-entropy) is the suspect, and its trigger alone drives the mask step. The candidates persist: each
+outer epoch continues from where the previous one left them, against the current masks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from awm_fast import ops
+from awm_fast.batching import autocast, chunks, forward_chunk
+from awm_fast.config import AWMConfig
+
+# Measured with these values (round 6):
+TARGETED_STEPS = 10  # descent steps per outer epoch, continuing from the previous epoch's candidates
+TARGETED_STEP_SIZE = 0.5  # each step moves a candidate by this fraction of targeted_norm in L1, then projects
+TARGETED_MAX_IMAGES = 64  # at most this many search images per step (a fresh random subset when there are more)
+
+
+class TargetedSearch:
+    """Per-class trigger candidates over the search images x [M, C, H, W] (the un-augmented few-shot images, on
+    the run device); `cfg` must be resolved (targeted_norm set)."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, cfg: AWMConfig, generator: torch.Generator) -> None:
+        self.model, self.x, self.cfg, self.generator = model, x, cfg, generator
+        self.device = x.device
+        self.chunk = forward_chunk(cfg, x.device)
+        self.candidates = None  # [classes · restarts, C, H, W], class-major; drawn at the first search
+        self.suspect = None  # the class the last search suspected
+
+    def recover(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """One epoch of the search: (the suspect's trigger [1, C, H, W], its mean cross-entropy to the suspect
+        class (fp32 scalar), the suspect class)."""
+        cfg = self.cfg
+        lo, hi = cfg.input_bounds
+        if self.candidates is None:
+            self.candidates = self._initial_candidates()
+        candidates = self.candidates
+        k = candidates.shape[0]
+        classes = torch.arange(k, device=self.device) // cfg.trigger_restarts  # [K] each candidate's class
+        losses = torch.zeros(k, device=self.device)
+        for _ in range(TARGETED_STEPS):
+            images = self.x[self._batch_rows()]
+            u = images.shape[0]
+            with torch.no_grad(), autocast(cfg, self.device):
+                own = self.model(images).argmax(dim=1)
+            candidates.requires_grad_(True)
+            perturbed = ops.apply_triggers(images, candidates, lo, hi)  # [K, U, C, H, W]
+            flat = perturbed.detach().flatten(0, 1)
+            flat_targets = classes.repeat_interleave(u)
+            # Each candidate's loss is the mean over the images not already predicted as its class.
+            eligible = (own.repeat(k) != flat_targets).float().view(k, u)
+            counts = eligible.sum(dim=1)
+            flat_weights = (eligible / counts.clamp(min=1).unsqueeze(1)).flatten()
+            owner = torch.arange(k, device=self.device).repeat_interleave(u)
+            grad_flat = torch.empty_like(flat)
+            losses = torch.zeros(k, device=self.device)
+            for chunk in chunks(flat.shape[0], self.chunk):
+                piece = flat[chunk].requires_grad_(True)
+                with autocast(cfg, self.device):
+                    logits = self.model(piece).float()
+                per_image = F.cross_entropy(logits, flat_targets[chunk], reduction="none") * flat_weights[chunk]
+                (grad_flat[chunk],) = torch.autograd.grad(per_image.sum(), piece)
+                losses.index_add_(0, owner[chunk], per_image.detach())
+            # A class the model already predicts for every image has nothing to reach: it is never the suspect.
+            losses = torch.where(counts > 0, losses, math.inf)
+            (grad,) = torch.autograd.grad(perturbed, candidates, grad_flat.view_as(perturbed))
+            candidates = candidates.detach()
+            # Descent with a step of fixed L1 length whatever the gradient's scale (it shrinks as CE falls).
+            norms = grad.flatten(1).abs().sum(dim=1).clamp(min=torch.finfo(grad.dtype).tiny)
+            direction = -grad / norms.view(-1, *[1] * (grad.dim() - 1))
+            ops.trigger_step(candidates, direction, TARGETED_STEP_SIZE * cfg.targeted_norm, cfg.targeted_norm,
+                             "plain", "exact")
+        self.candidates = candidates
+        # `losses` were measured just before the last step; the choice follows them.
+        per_class = losses.view(-1, cfg.trigger_restarts)
+        self.suspect = int(per_class.min(dim=1).values.argmin())
+        chosen = self.suspect * cfg.trigger_restarts + int(per_class[self.suspect].argmin())
+        return candidates[chosen : chosen + 1].clone(), losses[chosen], self.suspect
+
+    def _initial_candidates(self) -> torch.Tensor:
+        """[classes · restarts, C, H, W]: per class, one candidate at zero and the others at random points of
+        L1 norm targeted_norm / 2."""
+        with torch.no_grad(), autocast(self.cfg, self.device):
+            num_classes = self.model(self.x[:1]).shape[1]
+        restarts = self.cfg.trigger_restarts
+        shape = (num_classes * restarts, *self.x.shape[1:])
+        noise = torch.rand(shape, generator=self.generator) * 2 - 1
+        norms = noise.flatten(1).abs().sum(1).view(-1, *[1] * (len(shape) - 1))
+        candidates = noise * (0.5 * self.cfg.targeted_norm / norms)
+        candidates[::restarts] = 0.0
+        return candidates.to(self.device)
+
+    def _batch_rows(self) -> torch.Tensor:
+        """Row indices of this step's search images: all of them, or a fresh random subset of
+        TARGETED_MAX_IMAGES when there are more."""
+        count = self.x.shape[0]
+        if count <= TARGETED_MAX_IMAGES:
+            return torch.arange(count, device=self.device)
+        return torch.randperm(count, generator=self.generator)[:TARGETED_MAX_IMAGES].to(self.device)
