@@ -9,8 +9,9 @@ import torch.nn.functional as F
 
 import awm_fast
 from awm_fast import AWMConfig
-from awm_fast.search import TARGETED_STEP_SIZE, TARGETED_STEPS
 from awm_fast.ops.trigger import reference_project_l1_ball
+from awm_fast.search import TARGETED_STEP_SIZE, TARGETED_STEPS
+
 from tiny_models import tiny_cnn, tiny_data
 
 BACKDOOR_CLASS = 2
