@@ -97,8 +97,11 @@ class AWMConfig:
                        exact projection onto the small radius targeted_norm, warm-started across
                        epochs); the class whose best candidate gets there most easily (lowest
                        cross-entropy to c) is the suspected backdoor target, and its trigger alone
-                       drives the mask step. Needs num_triggers=1, sparse_triggers=0 and a fast
-                       backend; costs classes x restarts forwards per search image and step.
+                       drives the mask step. With one_shot_filter it also checks for a warping
+                       backdoor (awm_fast.search.warp_suspect: a class that half-pixel smooth warps
+                       reach) and keeps the copies the model sends there. Needs num_triggers=1,
+                       sparse_triggers=0 and a fast backend; costs classes x restarts forwards per
+                       search image and step.
                        Measured with one_shot_filter=True (docs/EFFICACY.md, round 6; Fashion-MNIST,
                        3 models per attack): mean ASR 34.5 vs paper's 54.6 and 2.3-5.0 ACC points
                        lost vs 4.8-8.7, lower ASR on BadNets, Blend, Trojan square, all-to-all, but

@@ -116,14 +116,18 @@ def augment_one_shot(x: torch.Tensor, y: torch.Tensor, copies: int,
 
 
 def augment_one_shot_consistent(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, copies: int,
-                                generator: torch.Generator | None = None,
-                                pool: int = CONSISTENT_POOL) -> tuple[torch.Tensor, torch.Tensor]:
-    """augment_one_shot, keeping only label-consistent copies: those `model` assigns to their source's label.
+                                generator: torch.Generator | None = None, pool: int = CONSISTENT_POOL,
+                                suspect: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """augment_one_shot, keeping only label-consistent copies: those `model` assigns to their source's label,
+    and, when `suspect` names a suspected backdoor target class, also those it assigns to `suspect`.
 
     Why: the authors' crops keep as little as 8% of the image, and most such copies of a small image no longer
     show their class. Measured on the digits / Fashion-MNIST models of docs/EFFICACY.md (round 5), the
     original model labels only 14-39% of the copies as their source image, against 90-100% of the originals;
-    the clean term then trains the masks to fit label noise, which costs clean accuracy.
+    the clean term then trains the masks to fit label noise, which costs clean accuracy. Copies sent to a
+    suspected target keep their source's label: they are where a backdoor fires on natural transformations
+    (a warping backdoor's model sends most resampled crops to its target), and training them back to their
+    class is what erases it (docs/EFFICACY.md, round 6).
     Draws `pool`·`copies` candidates per image in one batch and keeps, per image, the first `copies` whose
     argmax under `model` is the image's label (fewer when fewer pass; never more). `model` must be in eval
     mode on x's device. x [N, C, H, W], y [N] -> the originals, then the kept copies grouped by source image.
@@ -134,7 +138,10 @@ def augment_one_shot_consistent(model: torch.nn.Module, x: torch.Tensor, y: torc
     candidates, candidate_labels = augmented[len(x):], labels[len(x):]
     with torch.no_grad():
         predicted = torch.cat([model(chunk).argmax(dim=1) for chunk in candidates.split(256)])
-    consistent = (predicted == candidate_labels).view(len(x), copies * pool)  # candidates are grouped by source
+    consistent = predicted == candidate_labels
+    if suspect is not None:
+        consistent |= predicted == suspect
+    consistent = consistent.view(len(x), copies * pool)  # candidates are grouped by source
     keep = (consistent & (consistent.long().cumsum(dim=1) <= copies)).flatten()
     return torch.cat([x, candidates[keep]]), torch.cat([y, candidate_labels[keep]])
 

@@ -23,7 +23,7 @@ from awm_fast.inputs import (as_tensors, augment_one_shot, augment_one_shot_cons
                              is_one_shot)
 from awm_fast.loop import AWMLoop
 from awm_fast.masking import attach_masks, select_layers
-from awm_fast.search import TargetedSearch
+from awm_fast.search import TargetedSearch, warp_suspect
 
 
 @dataclasses.dataclass
@@ -113,9 +113,13 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
         x, y = x.to(device), y.to(device)
         _check_logits(work, x, y)
         if filter_copies:
-            x, y = augment_one_shot_consistent(work, x, y, cfg.one_shot_augment, generator)
+            # The targeted search also checks for a warping backdoor, whose target its patches cannot name: the
+            # copies the model sends there are where that backdoor fires, so they are kept (with their labels).
+            suspect = warp_suspect(work, x, cfg) if cfg.trigger_search == "targeted" else None
+            x, y = augment_one_shot_consistent(work, x, y, cfg.one_shot_augment, generator, suspect=suspect)
             if verbose:
-                print(f"purify: kept {x.shape[0] - originals} label-consistent augmented copies of "
+                also = "" if suspect is None else f" (and those sent to class {suspect}, which half-pixel warps reach)"
+                print(f"purify: kept {x.shape[0] - originals} label-consistent augmented copies{also} of "
                       f"{cfg.one_shot_augment * originals} wanted", file=sys.stderr)
         search = None
         if cfg.trigger_search == "targeted" and backend != "reference":  # the loop rejects the reference backend

@@ -24,6 +24,12 @@ from awm_fast.config import AWMConfig
 TARGETED_STEPS = 10  # descent steps per outer epoch, continuing from the previous epoch's candidates
 TARGETED_STEP_SIZE = 0.5  # each step moves a candidate by this fraction of targeted_norm in L1, then projects
 TARGETED_MAX_IMAGES = 64  # at most this many search images per step (a fresh random subset when there are more)
+# The warp check (warp_suspect), measured on Fashion-MNIST with these values (round 6):
+WARP_GRID = 4  # control points per side of the smooth flow field, upsampled bicubically to H x W
+WARP_BUDGET = 1.0  # largest displacement, in units of 1/H of the normalised [-1, 1] coordinates (half a pixel)
+WARP_STEPS = 60  # Adam steps on the flow fields
+WARP_LR = 0.1
+WARP_REACH_CE = 1.0  # a class is warp-reachable when the images' mean cross-entropy to it falls below this
 
 
 class TargetedSearch:
@@ -107,3 +113,61 @@ class TargetedSearch:
         if count <= TARGETED_MAX_IMAGES:
             return torch.arange(count, device=self.device)
         return torch.randperm(count, generator=self.generator)[:TARGETED_MAX_IMAGES].to(self.device)
+
+
+def warp_suspect(model: nn.Module, x: torch.Tensor, cfg: AWMConfig) -> int | None:
+    """The class that imperceptible smooth warps send the images x [M, C, H, W] to, or None.
+
+    A warping backdoor (WaNet) is no additive patch, so TargetedSearch cannot name its target. For every class
+    c a smooth flow field (WARP_GRID² control points, tanh-bounded, bicubically upsampled, displacement at most
+    half a pixel) is fitted with Adam to send the images not predicted as c to c. On a model without a warping
+    backdoor no class is reachable that way (cross-entropy >= 3.1 on the Fashion-MNIST BadNets models); on the
+    WaNet models the target is, at cross-entropy 0.00. Returns the easiest class when its mean cross-entropy is
+    below WARP_REACH_CE, else None (also for inputs that are not images).
+    """
+    if x.dim() != 4:
+        return None
+    device = x.device
+    with torch.no_grad(), autocast(cfg, device):
+        own = model(x).argmax(dim=1)
+        num_classes = model(x[:1]).shape[1]
+    u = x.shape[0]
+    targets = torch.arange(num_classes, device=device).repeat_interleave(u)
+    eligible = (own.repeat(num_classes) != targets).float().view(num_classes, u)
+    counts = eligible.sum(dim=1)
+    weights = (eligible / counts.clamp(min=1).unsqueeze(1)).flatten()
+    theta = torch.zeros(num_classes, 2, WARP_GRID, WARP_GRID, device=device, requires_grad=True)
+    optimizer = torch.optim.Adam([theta], lr=WARP_LR)
+    losses = torch.zeros(num_classes, device=device)
+    for _ in range(WARP_STEPS):
+        optimizer.zero_grad()
+        warped = _warp(x, theta).detach()  # [classes · M, C, H, W]; the flow's gradient flows through `grads`
+        losses = torch.zeros(num_classes, device=device)
+        owner = torch.arange(num_classes, device=device).repeat_interleave(u)
+        grad_warped = torch.empty_like(warped)
+        for chunk in chunks(warped.shape[0], forward_chunk(cfg, device)):
+            piece = warped[chunk].requires_grad_(True)
+            with autocast(cfg, device):
+                logits = model(piece).float()
+            per_image = F.cross_entropy(logits, targets[chunk], reduction="none") * weights[chunk]
+            (grad_warped[chunk],) = torch.autograd.grad(per_image.sum(), piece)
+            losses.index_add_(0, owner[chunk], per_image.detach())
+        _warp(x, theta).backward(grad_warped)
+        optimizer.step()
+    losses = torch.where(counts > 0, losses, math.inf)  # measured before the last step
+    easiest = int(losses.argmin())
+    return easiest if float(losses[easiest]) < WARP_REACH_CE else None
+
+
+def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Resample x [M, C, H, W] along each flow field theta [K, 2, g, g]: [K · M, C, H, W], flow-major."""
+    m, _, height, width = x.shape
+    k = theta.shape[0]
+    flow = F.interpolate(torch.tanh(theta), size=(height, width), mode="bicubic", align_corners=True)
+    ys = torch.linspace(-1, 1, height, device=x.device, dtype=x.dtype)
+    xs = torch.linspace(-1, 1, width, device=x.device, dtype=x.dtype)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    identity = torch.stack((grid_x, grid_y), dim=-1)[None]  # [1, H, W, 2] in grid_sample's (x, y) order
+    grid = (identity + WARP_BUDGET * flow.permute(0, 2, 3, 1) / height).clamp(-1, 1)  # [K, H, W, 2]
+    return F.grid_sample(x.repeat(k, 1, 1, 1), grid.repeat_interleave(m, dim=0), mode="bilinear",
+                         padding_mode="border", align_corners=True)

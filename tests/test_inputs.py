@@ -24,12 +24,17 @@ class BrightnessClassifier(torch.nn.Module):
         return F.one_hot((x.mean(dim=(1, 2, 3)) * 4).clamp(0, 3).long(), 4).float()
 
 
-def test_consistent_augmentation_keeps_exactly_the_first_label_consistent_copies():
+@pytest.mark.parametrize("suspect", [None, 3])
+def test_consistent_augmentation_keeps_exactly_the_first_label_consistent_copies(suspect):
     generator_seed, copies = 3, 4
-    x = torch.rand(4, 1, 8, 8) * 0.25 + torch.arange(4).view(4, 1, 1, 1) * 0.25  # image i has mean ≈ (2i+1)/8
+    # Image i has mean ≈ i/4 + 0.215, near the top of its class's brightness range, and a left-to-right ramp:
+    # crops of its brighter side fall in class i + 1.
+    ramp = torch.linspace(-0.2, 0.2, 8).view(1, 1, 1, 8)
+    x = (torch.rand(4, 1, 8, 8) * 0.1 + torch.arange(4).view(4, 1, 1, 1) * 0.25 + 0.165 + ramp).clamp(0, 1)
     y = torch.tensor([0, 1, 2, 3])
     model = BrightnessClassifier()
-    xa, ya = augment_one_shot_consistent(model, x, y, copies, torch.Generator().manual_seed(generator_seed))
+    xa, ya = augment_one_shot_consistent(model, x, y, copies, torch.Generator().manual_seed(generator_seed),
+                                         suspect=suspect)
     # Independent reference: the same candidates, filtered one by one in a plain loop.
     candidates, labels = augment_one_shot(x, y, copies * CONSISTENT_POOL, torch.Generator().manual_seed(generator_seed))
     expected_x, expected_y = [x], [y]
@@ -37,12 +42,16 @@ def test_consistent_augmentation_keeps_exactly_the_first_label_consistent_copies
         kept = 0
         for j in range(copies * CONSISTENT_POOL):
             row = 4 + source * copies * CONSISTENT_POOL + j
-            if kept < copies and int(model(candidates[row:row + 1]).argmax()) == int(labels[row]):
+            predicted = int(model(candidates[row:row + 1]).argmax())
+            if kept < copies and predicted in (int(labels[row]), suspect):
                 expected_x.append(candidates[row:row + 1]), expected_y.append(labels[row:row + 1])
                 kept += 1
     torch.testing.assert_close(xa, torch.cat(expected_x), rtol=0, atol=0)
     assert ya.tolist() == torch.cat(expected_y).tolist()
-    assert torch.equal(xa[:4], x) and (model(xa).argmax(dim=1) == ya).all()
+    predicted = model(xa).argmax(dim=1)
+    assert torch.equal(xa[:4], x) and ((predicted == ya) | (predicted == suspect)).all()
+    if suspect is not None:  # some copies of the class-2 image land in the suspect class 3 and are kept
+        assert ((predicted == suspect) & (ya != suspect)).any()
     assert 4 < len(xa) <= 4 * (1 + copies) and (torch.bincount(ya) <= 1 + copies).all()
 
 

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 import awm_fast
 from awm_fast import AWMConfig
 from awm_fast.ops.trigger import reference_project_l1_ball
-from awm_fast.search import TARGETED_STEP_SIZE, TARGETED_STEPS
+from awm_fast.inputs import augment_one_shot_consistent
+from awm_fast.search import TARGETED_STEP_SIZE, TARGETED_STEPS, warp_suspect
 
 from tiny_models import tiny_cnn, tiny_data
 
@@ -129,3 +130,51 @@ def test_defaults_resolve_to_the_paper_search_and_ten_per_channel():
     result = awm_fast.purify(tiny_cnn(), tiny_data(), outer=1, backend="torch")
     assert "suspect_class" not in result.history[0]  # the paper's search suspects no class
 
+
+
+class ResamplingBackdoor(nn.Module):
+    """The planted row classifier without its pixel backdoor, plus a warping backdoor: class 2 gains 10000 per
+    unit of high-frequency energy missing below 0.0045. Resampling by a fraction of a pixel averages neighbouring
+    pixels and removes most of that energy; the clean images (energy 0.0046-0.0073) are left alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows = planted_backdoor_model()
+        with torch.no_grad():
+            self.rows[2].weight[BACKDOOR_CLASS, CORNER] = 0.0
+
+    def forward(self, x):
+        logits = self.rows(x)
+        inner = x[..., :-2]  # resampling next to the dark corner pixel adds an edge there: leave those columns out
+        energy = (inner[..., 1:] - inner[..., :-1]).pow(2).mean(dim=(1, 2, 3))
+        bonus = 10000 * (0.0045 - energy).clamp(min=0)
+        return logits + F.one_hot(torch.tensor(BACKDOOR_CLASS), 4).float() * bonus.unsqueeze(1)
+
+
+def test_warp_suspect_names_a_warping_backdoors_target_and_nothing_on_a_patch_backdoor():
+    x, y = planted_backdoor_data()
+    cfg = AWMConfig().resolve(64, 8)
+    warping = ResamplingBackdoor().eval()
+    assert torch.equal(warping(x).argmax(1), y)  # right on the clean images
+    shifted = F.grid_sample(x, F.affine_grid(torch.tensor([[[1.0, 0, 0.1], [0, 1.0, 0]]]).expand(8, -1, -1),
+                                             list(x.shape), align_corners=True), align_corners=True,
+                            padding_mode="border")
+    assert (warping(shifted).argmax(1) == BACKDOOR_CLASS).all()  # a shift by 0.35 pixel fires it
+    assert warp_suspect(warping, x, cfg) == BACKDOOR_CLASS
+    assert warp_suspect(planted_backdoor_model(), x, cfg) is None  # a one-pixel patch is no warp
+    assert warp_suspect(nn.Linear(8, 4), torch.rand(5, 8), cfg) is None  # not images
+
+
+def test_one_shot_filter_with_the_targeted_search_keeps_the_copies_sent_to_the_warp_suspect(capsys):
+    model, (x, y) = ResamplingBackdoor().eval(), planted_backdoor_data()
+    x, y = x[::2], y[::2]  # one image per class
+    result = awm_fast.purify(model, (x, y), trigger_search="targeted", one_shot_filter=True, outer=1, seed=4,
+                             backend="torch", mask_layers="linear", verbose=True)
+    # Independently: the warp check draws nothing, so purify's generator draws the copies first.
+    expected_x, expected_y = augment_one_shot_consistent(model, x, y, 9, torch.Generator().manual_seed(4),
+                                                         suspect=BACKDOOR_CLASS)
+    plain_x, _ = augment_one_shot_consistent(model, x, y, 9, torch.Generator().manual_seed(4))
+    assert len(expected_x) > len(plain_x)  # the warp suspect's copies are the difference
+    assert (f"kept {len(expected_x) - 4} label-consistent augmented copies (and those sent to class "
+            f"{BACKDOOR_CLASS}, which half-pixel warps reach) of 36 wanted") in capsys.readouterr().err
+    assert result.config.one_shot_filter
