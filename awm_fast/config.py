@@ -103,10 +103,9 @@ class AWMConfig:
                        sparse_triggers=0 and a fast backend; costs classes x restarts forwards per
                        search image and step.
                        Measured with one_shot_filter=True (docs/EFFICACY.md, round 6; Fashion-MNIST,
-                       3 models per attack): mean ASR 34.5 vs paper's 54.6 and 2.3-5.0 ACC points
-                       lost vs 4.8-8.7, lower ASR on BadNets, Blend, Trojan square, all-to-all, but
-                       WaNet survives (67.9 vs 5.4: a warp is no additive patch). None = "untargeted"
-                       in both modes.
+                       6 attacks x 3 models): mean ASR 23.9 vs paper's 54.6, 2.3-5.0 ACC points lost
+                       vs 4.8-8.7, lower ASR on 5 of 6 attacks; on 8x8 digits worse than paper on
+                       patch attacks (mean 41.4 vs 28.2). None = "untargeted" in both modes.
         targeted_norm: L1 radius of the targeted search's triggers. None = 10 per input channel
                        (a small patch, so that only a backdoor class is reachable).
         trigger_restarts: candidates per class of the targeted search; the first starts at zero,
