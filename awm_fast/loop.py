@@ -17,6 +17,8 @@ Two implementations of each phase, chosen by the masked modules' backend:
     most forward_chunk images with gradient accumulation, so activation memory is one chunk's whatever K;
   * the γ‖m‖₁ gradient, the Adam step and the [0, 1] clamp run as foreach kernels over all masks;
   * nothing synchronises with the host inside an epoch (losses accumulate on the device).
+trigger_search="targeted" replaces the paper's ascent with awm_fast.search.TargetedSearch (per-class
+patch-sized candidates; the suspected target's trigger drives the mask step); fast backends only.
 """
 
 from __future__ import annotations

@@ -129,21 +129,20 @@ def warp_suspect(model: nn.Module, x: torch.Tensor, cfg: AWMConfig) -> int | Non
         return None
     device = x.device
     with torch.no_grad(), autocast(cfg, device):
-        own = model(x).argmax(dim=1)
-        num_classes = model(x[:1]).shape[1]
-    u = x.shape[0]
+        logits = model(x)
+    own, num_classes, u = logits.argmax(dim=1), logits.shape[1], x.shape[0]
     targets = torch.arange(num_classes, device=device).repeat_interleave(u)
     eligible = (own.repeat(num_classes) != targets).float().view(num_classes, u)
     counts = eligible.sum(dim=1)
     weights = (eligible / counts.clamp(min=1).unsqueeze(1)).flatten()
     theta = torch.zeros(num_classes, 2, WARP_GRID, WARP_GRID, device=device, requires_grad=True)
     optimizer = torch.optim.Adam([theta], lr=WARP_LR)
+    owner = torch.arange(num_classes, device=device).repeat_interleave(u)  # each warped image's flow
     losses = torch.zeros(num_classes, device=device)
     for _ in range(WARP_STEPS):
         optimizer.zero_grad()
-        warped = _warp(x, theta).detach()  # [classes · M, C, H, W]; the flow's gradient flows through `grads`
+        warped = _warp(x, theta).detach()  # [classes · M, C, H, W], forwarded in chunks
         losses = torch.zeros(num_classes, device=device)
-        owner = torch.arange(num_classes, device=device).repeat_interleave(u)
         grad_warped = torch.empty_like(warped)
         for chunk in chunks(warped.shape[0], forward_chunk(cfg, device)):
             piece = warped[chunk].requires_grad_(True)
@@ -152,7 +151,7 @@ def warp_suspect(model: nn.Module, x: torch.Tensor, cfg: AWMConfig) -> int | Non
             per_image = F.cross_entropy(logits, targets[chunk], reduction="none") * weights[chunk]
             (grad_warped[chunk],) = torch.autograd.grad(per_image.sum(), piece)
             losses.index_add_(0, owner[chunk], per_image.detach())
-        _warp(x, theta).backward(grad_warped)
+        _warp(x, theta).backward(grad_warped)  # the warp again, this time to carry the chunks' gradient to theta
         optimizer.step()
     losses = torch.where(counts > 0, losses, math.inf)  # measured before the last step
     easiest = int(losses.argmin())
