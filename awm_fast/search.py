@@ -6,6 +6,9 @@ images not predicted as c (x + Δ clamped to input_bounds, L1-normalised gradien
 the radius targeted_norm). Per class the best candidate counts; the class it reaches most easily (lowest
 cross-entropy) is the suspect, and its trigger alone drives the mask step. The candidates persist: each
 outer epoch continues from where the previous one left them, against the current masks.
+
+warp_suspect does the same for warping backdoors, which no additive patch names: per class, a half-pixel
+smooth flow field; a class such warps reach is a warping backdoor's target.
 """
 
 from __future__ import annotations
