@@ -129,7 +129,7 @@ def augment_one_shot_consistent(model: torch.nn.Module, x: torch.Tensor, y: torc
     (a warping backdoor's model sends most resampled crops to its target), and training them back to their
     class is what erases it (docs/EFFICACY.md, round 6).
     Draws `pool`·`copies` candidates per image in one batch and keeps, per image, the first `copies` whose
-    argmax under `model` is the image's label (fewer when fewer pass; never more). `model` must be in eval
+    argmax under `model` is the image's label or `suspect` (fewer when fewer pass; never more). `model` must be in eval
     mode on x's device. x [N, C, H, W], y [N] -> the originals, then the kept copies grouped by source image.
     """
     if copies == 0:

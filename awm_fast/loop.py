@@ -55,25 +55,30 @@ class TriggerKind(NamedTuple):
     projection: str
 
 
+def check_backend_options(cfg: AWMConfig, backend: str) -> None:
+    """ValueError when cfg asks for a trigger recovery that only the fast backends implement."""
+    if backend == "reference" and (cfg.sparse_triggers or cfg.trigger_search == "targeted"):
+        option = f"sparse_triggers={cfg.sparse_triggers}" if cfg.sparse_triggers else "trigger_search='targeted'"
+        raise ValueError(f"{option} needs a fast backend ('torch' or 'triton'): "
+                         "the reference backend recovers the paper's single dense trigger")
+
+
 class AWMLoop:
     """Runs `cfg.outer` epochs of trigger recovery + mask update; all state lives on x's device."""
 
     def __init__(self, model: nn.Module, attached: AttachedMasks, x: torch.Tensor, y: torch.Tensor,
                  cfg: AWMConfig, generator: torch.Generator, eval_fn=None, verbose: bool = False,
                  search: TargetedSearch | None = None) -> None:
-        """x [N, ...] float, y [N] int64 on the run device. search: the TargetedSearch of
-        trigger_search="targeted" (purify starts it on the un-augmented images); None builds one over x."""
+        """x [N, ...] float, y [N] int64 on the run device. search: the TargetedSearch that recovers the triggers
+        when cfg.trigger_search == "targeted" (purify builds it over the un-augmented images)."""
         self.model, self.cfg, self.x, self.y, self.generator = model, cfg, x, y, generator
         self.masks = list(attached.masks.values())
-        self.eager = attached.modules[0].backend == "reference"
-        targeted = cfg.trigger_search == "targeted"
-        if self.eager and (cfg.sparse_triggers or targeted):
-            option = f"sparse_triggers={cfg.sparse_triggers}" if cfg.sparse_triggers else "trigger_search='targeted'"
-            raise ValueError(f"{option} needs a fast backend ('torch' or 'triton'): "
-                             "the reference backend recovers the paper's single dense trigger")
-        if targeted and search is None:
-            search = TargetedSearch(model, x, cfg, generator)
-        self.search = search if targeted else None
+        backend = attached.modules[0].backend
+        check_backend_options(cfg, backend)
+        self.eager = backend == "reference"
+        if (cfg.trigger_search == "targeted") != (search is not None):
+            raise ValueError(f"trigger_search={cfg.trigger_search!r} needs a TargetedSearch exactly when targeted")
+        self.search = search
         self.eval_fn, self.verbose = eval_fn, verbose
         self.device = x.device
         # Loss scaling only where fp16 gradients can underflow in practice: CUDA.

@@ -21,7 +21,7 @@ from awm_fast import ops
 from awm_fast.config import AWMConfig, make_config
 from awm_fast.inputs import (as_tensors, augment_one_shot, augment_one_shot_consistent, check_bounds, check_classes,
                              is_one_shot)
-from awm_fast.loop import AWMLoop
+from awm_fast.loop import AWMLoop, check_backend_options
 from awm_fast.masking import attach_masks, select_layers
 from awm_fast.search import TargetedSearch, warp_suspect
 
@@ -83,6 +83,7 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
     model_device = _module_device(model)
     device = _run_device(cfg.device, model_device)
     backend = ops.resolve_backend(cfg.backend, device)
+    check_backend_options(cfg, backend)  # before any work is done
     generator = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else torch.Generator()
     if cfg.seed is None:
         generator.seed()
@@ -121,9 +122,7 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
                 also = "" if suspect is None else f" (and those sent to class {suspect}, which half-pixel warps reach)"
                 print(f"purify: kept {x.shape[0] - originals} label-consistent augmented copies{also} of "
                       f"{cfg.one_shot_augment * originals} wanted", file=sys.stderr)
-        search = None
-        if cfg.trigger_search == "targeted" and backend != "reference":  # the loop rejects the reference backend
-            search = TargetedSearch(work, x[:originals], cfg, generator)
+        search = TargetedSearch(work, x[:originals], cfg, generator) if cfg.trigger_search == "targeted" else None
         attached = attach_masks(work, layer_names, backend)
         trigger, history = AWMLoop(work, attached, x, y, cfg, generator, eval_fn, verbose, search).run()
     except BaseException:

@@ -56,32 +56,15 @@ class TargetedSearch:
         candidates = self.candidates
         k = candidates.shape[0]
         classes = torch.arange(k, device=self.device) // cfg.trigger_restarts  # [K] each candidate's class
-        losses = torch.zeros(k, device=self.device)
+        # The masks are frozen during the search, so the model's own labels hold for the whole epoch.
+        with torch.no_grad(), autocast(cfg, self.device):
+            own_labels = torch.cat([self.model(part).argmax(dim=1) for part in self.x.split(self.chunk)])
         for _ in range(TARGETED_STEPS):
-            images = self.x[self._batch_rows()]
-            u = images.shape[0]
-            with torch.no_grad(), autocast(cfg, self.device):
-                own = self.model(images).argmax(dim=1)
+            rows = self._batch_rows()
             candidates.requires_grad_(True)
-            perturbed = ops.apply_triggers(images, candidates, lo, hi)  # [K, U, C, H, W]
-            flat = perturbed.detach().flatten(0, 1)
-            flat_targets = classes.repeat_interleave(u)
-            # Each candidate's loss is the mean over the images not already predicted as its class.
-            eligible = (own.repeat(k) != flat_targets).float().view(k, u)
-            counts = eligible.sum(dim=1)
-            flat_weights = (eligible / counts.clamp(min=1).unsqueeze(1)).flatten()
-            owner = torch.arange(k, device=self.device).repeat_interleave(u)
-            grad_flat = torch.empty_like(flat)
-            losses = torch.zeros(k, device=self.device)
-            for chunk in chunks(flat.shape[0], self.chunk):
-                piece = flat[chunk].requires_grad_(True)
-                with autocast(cfg, self.device):
-                    logits = self.model(piece).float()
-                per_image = F.cross_entropy(logits, flat_targets[chunk], reduction="none") * flat_weights[chunk]
-                (grad_flat[chunk],) = torch.autograd.grad(per_image.sum(), piece)
-                losses.index_add_(0, owner[chunk], per_image.detach())
-            # A class the model already predicts for every image has nothing to reach: it is never the suspect.
-            losses = torch.where(counts > 0, losses, math.inf)
+            perturbed = ops.apply_triggers(self.x[rows], candidates, lo, hi)  # [K, U, C, H, W]
+            grad_flat, losses = _reach_losses(self.model, perturbed.detach().flatten(0, 1), classes, own_labels[rows],
+                                              cfg, self.chunk)
             (grad,) = torch.autograd.grad(perturbed, candidates, grad_flat.view_as(perturbed))
             candidates = candidates.detach()
             # Descent with a step of fixed L1 length whatever the gradient's scale (it shrinks as CE falls).
@@ -133,32 +116,44 @@ def warp_suspect(model: nn.Module, x: torch.Tensor, cfg: AWMConfig) -> int | Non
     device = x.device
     with torch.no_grad(), autocast(cfg, device):
         logits = model(x)
-    own, num_classes, u = logits.argmax(dim=1), logits.shape[1], x.shape[0]
-    targets = torch.arange(num_classes, device=device).repeat_interleave(u)
-    eligible = (own.repeat(num_classes) != targets).float().view(num_classes, u)
-    counts = eligible.sum(dim=1)
-    weights = (eligible / counts.clamp(min=1).unsqueeze(1)).flatten()
+    own, num_classes = logits.argmax(dim=1), logits.shape[1]
+    classes = torch.arange(num_classes, device=device)  # flow field c aims at class c
     theta = torch.zeros(num_classes, 2, WARP_GRID, WARP_GRID, device=device, requires_grad=True)
     optimizer = torch.optim.Adam([theta], lr=WARP_LR)
-    owner = torch.arange(num_classes, device=device).repeat_interleave(u)  # each warped image's flow
-    losses = torch.zeros(num_classes, device=device)
     for _ in range(WARP_STEPS):
         optimizer.zero_grad()
-        warped = _warp(x, theta).detach()  # [classes · M, C, H, W], forwarded in chunks
-        losses = torch.zeros(num_classes, device=device)
-        grad_warped = torch.empty_like(warped)
-        for chunk in chunks(warped.shape[0], forward_chunk(cfg, device)):
-            piece = warped[chunk].requires_grad_(True)
-            with autocast(cfg, device):
-                logits = model(piece).float()
-            per_image = F.cross_entropy(logits, targets[chunk], reduction="none") * weights[chunk]
-            (grad_warped[chunk],) = torch.autograd.grad(per_image.sum(), piece)
-            losses.index_add_(0, owner[chunk], per_image.detach())
-        _warp(x, theta).backward(grad_warped)  # the warp again, this time to carry the chunks' gradient to theta
+        warped = _warp(x, theta).detach()  # [classes · M, C, H, W]
+        grad_warped, losses = _reach_losses(model, warped, classes, own, cfg, forward_chunk(cfg, device))
+        _warp(x, theta).backward(grad_warped)  # the warp again, this time to carry the gradient to theta
         optimizer.step()
-    losses = torch.where(counts > 0, losses, math.inf)  # measured before the last step
     easiest = int(losses.argmin())
     return easiest if float(losses[easiest]) < WARP_REACH_CE else None
+
+
+def _reach_losses(model: nn.Module, inputs: torch.Tensor, classes: torch.Tensor, own: torch.Tensor, cfg: AWMConfig,
+                  chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """How easily each perturbation reaches its class. inputs [K·U, C, H, W] are U images under each of K
+    perturbations (perturbation-major); perturbation k aims at class classes[k]; own [U] are the images' own
+    labels. Returns (the gradient of the summed losses with respect to inputs [K·U, C, H, W], losses [K] fp32):
+    each loss is the mean cross-entropy to its class over the images not already predicted as that class, inf
+    when there is none (a class the model predicts for every image has nothing to reach). Forwarded in chunks.
+    """
+    k, u = classes.shape[0], own.shape[0]
+    targets = classes.repeat_interleave(u)
+    eligible = (own.repeat(k) != targets).float().view(k, u)
+    counts = eligible.sum(dim=1)
+    weights = (eligible / counts.clamp(min=1).unsqueeze(1)).flatten()
+    owner = torch.arange(k, device=inputs.device).repeat_interleave(u)
+    grad = torch.empty_like(inputs)
+    losses = torch.zeros(k, device=inputs.device)
+    for rows in chunks(inputs.shape[0], chunk):
+        piece = inputs[rows].requires_grad_(True)
+        with autocast(cfg, inputs.device):
+            logits = model(piece).float()
+        per_image = F.cross_entropy(logits, targets[rows], reduction="none") * weights[rows]
+        (grad[rows],) = torch.autograd.grad(per_image.sum(), piece)
+        losses.index_add_(0, owner[rows], per_image.detach())
+    return grad, torch.where(counts > 0, losses, math.inf)
 
 
 def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
