@@ -87,7 +87,7 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
     generator = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else torch.Generator()
     if cfg.seed is None:
         generator.seed()
-    originals = x.shape[0]  # the targeted search runs on these, never on augmented copies
+    originals = x.shape[0]
     augment = cfg.one_shot_augment > 0 and is_one_shot(y)
     filter_copies = augment and cfg.one_shot_filter
     if augment and not filter_copies:
@@ -113,6 +113,7 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
         work.to(device).eval().requires_grad_(False)
         x, y = x.to(device), y.to(device)
         _check_logits(work, x, y)
+        suspect = None
         if filter_copies:
             # The targeted search also checks for a warping backdoor, whose target its patches cannot name: the
             # copies the model sends there are where that backdoor fires, so they are kept (with their labels).
@@ -122,7 +123,7 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
                 also = "" if suspect is None else f" (and those sent to class {suspect}, which half-pixel warps reach)"
                 print(f"purify: kept {x.shape[0] - originals} label-consistent augmented copies{also} of "
                       f"{cfg.one_shot_augment * originals} wanted", file=sys.stderr)
-        search = TargetedSearch(work, x[:originals], cfg, generator) if cfg.trigger_search == "targeted" else None
+        search = TargetedSearch(work, x, cfg, generator, suspect) if cfg.trigger_search == "targeted" else None
         attached = attach_masks(work, layer_names, backend)
         trigger, history = AWMLoop(work, attached, x, y, cfg, generator, eval_fn, verbose, search).run()
     except BaseException:

@@ -1,11 +1,16 @@
-"""The targeted trigger search of AWMConfig.trigger_search="targeted" (docs/EFFICACY.md, round 6).
+"""The targeted trigger search of AWMConfig.trigger_search="targeted" (docs/EFFICACY.md, rounds 6 and 7).
 
-A backdoor makes its target class reachable from any image by a small patch; a clean class is not. For every
-class c the search keeps `trigger_restarts` candidate triggers that descend the cross-entropy to c of the
-images not predicted as c (x + Δ clamped to input_bounds, L1-normalised gradient steps, exact projection onto
-the radius targeted_norm). Per class the best candidate counts; the class it reaches most easily (lowest
-cross-entropy) is the suspect, and its trigger alone drives the mask step. The candidates persist: each
-outer epoch continues from where the previous one left them, against the current masks.
+A backdoor makes its target class reachable from any image by a small patch; a clean class is not. The first
+search (outer epoch 1, on the unmasked model) names the target: for every class c, `trigger_restarts`
+candidate triggers descend the cross-entropy to c of the search images not predicted as c (x + Δ clamped to
+input_bounds, L1-normalised gradient steps, exact projection onto the radius targeted_norm), and the class
+whose best candidate reaches it most easily (lowest cross-entropy) is the suspect. It stays the suspect: every
+later search hunts for its trigger against the current masks, continuing the best candidate so far beside
+fresh random ones, and that one trigger drives the mask step. Round 7 measured why: a search free to switch
+classes leaves the backdoor once the masks resist its first trigger, and a warm-started candidate alone gets
+stuck where the masks learned to resist it. The search images are the few-shot images and their kept
+augmented copies: a trigger that must work on all of them is universal, as a backdoor's is, rather than an
+adversarial perturbation of ten images.
 
 warp_suspect does the same for warping backdoors, which no additive patch names: per class, a half-pixel
 smooth flow field; a class such warps reach is a warping backdoor's target.
@@ -27,6 +32,7 @@ from awm_fast.config import AWMConfig
 TARGETED_STEPS = 10  # descent steps per outer epoch, continuing from the previous epoch's candidates
 TARGETED_STEP_SIZE = 0.5  # each step moves a candidate by this fraction of targeted_norm in L1, then projects
 TARGETED_MAX_IMAGES = 64  # at most this many search images per step (a fresh random subset when there are more)
+TARGETED_FRESH = 8  # once the suspect is named: fresh random candidates per epoch beside the best one so far
 # The warp check (warp_suspect), measured on Fashion-MNIST with these values (round 6):
 WARP_GRID = 4  # control points per side of the smooth flow field, upsampled bicubically to H x W
 WARP_BUDGET = 1.0  # largest displacement, in units of 1/H of the normalised [-1, 1] coordinates (half a pixel)
@@ -36,26 +42,52 @@ WARP_REACH_CE = 1.0  # a class is warp-reachable when the images' mean cross-ent
 
 
 class TargetedSearch:
-    """Per-class trigger candidates over the search images x [M, C, H, W] (the un-augmented few-shot images, on
-    the run device); `cfg` must be resolved (targeted_norm set)."""
+    """Per-class trigger candidates over the search images x [M, C, H, W] (the few-shot images and their kept
+    augmented copies, on the run device); `cfg` must be resolved (targeted_norm set).
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, cfg: AWMConfig, generator: torch.Generator) -> None:
+    The first search names the suspect; every later one hunts for its trigger alone: the best candidate so far,
+    continued, beside TARGETED_FRESH fresh ones.
+    """
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, cfg: AWMConfig, generator: torch.Generator,
+                 suspect: int | None = None) -> None:
+        """suspect: a class already suspected (warp_suspect's); the search then hunts for its trigger only."""
         self.model, self.x, self.cfg, self.generator = model, x, cfg, generator
         self.device = x.device
         self.chunk = forward_chunk(cfg, x.device)
-        self.candidates = None  # [classes · restarts, C, H, W], class-major; drawn at the first search
-        self.suspect = None  # the class the last search suspected
+        self.suspect = suspect  # the suspected target class, named by the first search (or given) and kept
+        self.best = None  # [C, H, W] the suspect's trigger of the last search
 
     def recover(self) -> tuple[torch.Tensor, torch.Tensor, int]:
         """One epoch of the search: (the suspect's trigger [1, C, H, W], its mean cross-entropy to the suspect
         class (fp32 scalar), the suspect class)."""
+        restarts = self.cfg.trigger_restarts
+        naming = self.suspect is None
+        if naming or self.best is None:  # per class searched, one candidate from zero and restarts - 1 random ones
+            candidates = self._random_candidates((self._num_classes() if naming else 1) * restarts)
+            candidates[::restarts] = 0.0
+        else:
+            candidates = torch.cat([self.best[None], self._random_candidates(TARGETED_FRESH)])
+        if naming:
+            classes = torch.arange(candidates.shape[0], device=self.device) // restarts
+        else:
+            classes = torch.full((candidates.shape[0],), self.suspect, device=self.device)
+        candidates, losses = self._descend(candidates, classes)
+        if naming:
+            # The class reached most easily (lowest cross-entropy of its best candidate) is the suspect.
+            per_class = losses.view(-1, restarts)
+            self.suspect = int(per_class.min(dim=1).values.argmin())
+            chosen = self.suspect * restarts + int(per_class[self.suspect].argmin())
+        else:
+            chosen = int(losses.argmin())
+        self.best = candidates[chosen]
+        return self.best[None].clone(), losses[chosen], self.suspect
+
+    def _descend(self, candidates: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """TARGETED_STEPS descent steps of candidates [K, C, H, W] toward classes [K]: (the candidates, each one's
+        mean cross-entropy to its class [K] fp32, measured before the last step)."""
         cfg = self.cfg
         lo, hi = cfg.input_bounds
-        if self.candidates is None:
-            self.candidates = self._initial_candidates()
-        candidates = self.candidates
-        k = candidates.shape[0]
-        classes = torch.arange(k, device=self.device) // cfg.trigger_restarts  # [K] each candidate's class
         # The masks are frozen during the search, so the model's own labels hold for the whole epoch.
         with torch.no_grad(), autocast(cfg, self.device):
             own_labels = torch.cat([self.model(part).argmax(dim=1) for part in self.x.split(self.chunk)])
@@ -72,25 +104,17 @@ class TargetedSearch:
             direction = -grad / norms.view(-1, *[1] * (grad.dim() - 1))
             ops.trigger_step(candidates, direction, TARGETED_STEP_SIZE * cfg.targeted_norm, cfg.targeted_norm,
                              "plain", "exact")
-        self.candidates = candidates
-        # `losses` were measured just before the last step; the choice follows them.
-        per_class = losses.view(-1, cfg.trigger_restarts)
-        self.suspect = int(per_class.min(dim=1).values.argmin())
-        chosen = self.suspect * cfg.trigger_restarts + int(per_class[self.suspect].argmin())
-        return candidates[chosen : chosen + 1].clone(), losses[chosen], self.suspect
+        return candidates, losses
 
-    def _initial_candidates(self) -> torch.Tensor:
-        """[classes · restarts, C, H, W]: per class, one candidate at zero and the others at random points of
-        L1 norm targeted_norm / 2."""
+    def _num_classes(self) -> int:
         with torch.no_grad(), autocast(self.cfg, self.device):
-            num_classes = self.model(self.x[:1]).shape[1]
-        restarts = self.cfg.trigger_restarts
-        shape = (num_classes * restarts, *self.x.shape[1:])
-        noise = torch.rand(shape, generator=self.generator) * 2 - 1
-        norms = noise.flatten(1).abs().sum(1).view(-1, *[1] * (len(shape) - 1))
-        candidates = noise * (0.5 * self.cfg.targeted_norm / norms)
-        candidates[::restarts] = 0.0
-        return candidates.to(self.device)
+            return self.model(self.x[:1]).shape[1]
+
+    def _random_candidates(self, count: int) -> torch.Tensor:
+        """[count, C, H, W] random points of L1 norm targeted_norm / 2 (uniform noise, rescaled), on the device."""
+        noise = torch.rand((count, *self.x.shape[1:]), generator=self.generator) * 2 - 1
+        norms = noise.flatten(1).abs().sum(1).view(-1, *[1] * (noise.dim() - 1))
+        return (noise * (0.5 * self.cfg.targeted_norm / norms)).to(self.device)
 
     def _batch_rows(self) -> torch.Tensor:
         """Row indices of this step's search images: all of them, or a fresh random subset of

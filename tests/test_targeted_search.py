@@ -11,7 +11,7 @@ import awm_fast
 from awm_fast import AWMConfig
 from awm_fast.inputs import augment_one_shot_consistent
 from awm_fast.ops.trigger import reference_project_l1_ball
-from awm_fast.search import TARGETED_STEP_SIZE, TARGETED_STEPS, warp_suspect
+from awm_fast.search import TARGETED_FRESH, TARGETED_STEP_SIZE, TARGETED_STEPS, TargetedSearch, warp_suspect
 
 from tiny_models import tiny_cnn, tiny_data
 
@@ -60,39 +60,91 @@ def test_the_planted_backdoor_class_is_suspected_and_its_pixel_found():
     assert on_pixel[BACKDOOR_CLASS] < on_pixel[torch.arange(4) != BACKDOOR_CLASS].min()
 
 
-def reference_targeted_search(model, x, num_classes, radius, restarts, generator):
-    """A plain loop over classes, candidates and images of the first epoch's search: the chosen trigger [C, H, W]."""
-    noise = torch.rand((num_classes * restarts, *x.shape[1:]), generator=generator) * 2 - 1
-    best = None  # (loss, class, trigger)
+def reference_descent(model, x, target, delta, radius):
+    """TARGETED_STEPS plain descent steps of one candidate delta [C, H, W] toward `target`, image by image:
+    (delta, the loss measured before the last step, or inf when every image already is `target`)."""
     own = model(x).argmax(1)
-    for index in range(num_classes * restarts):
-        target = index // restarts
-        start = noise[index] * (0.5 * radius / noise[index].abs().sum())
-        delta = torch.zeros(x.shape[1:]) if index % restarts == 0 else start
-        if bool((own == target).all()):
-            continue  # nothing to reach: never the suspect
-        for _ in range(TARGETED_STEPS):
-            delta.requires_grad_(True)
-            terms = [F.cross_entropy(model((x[i] + delta).clamp(0, 1)[None]), torch.tensor([target]))
-                     for i in range(len(x)) if own[i] != target]
-            loss = torch.stack(terms).mean()
-            (grad,) = torch.autograd.grad(loss, delta)
-            with torch.no_grad():
-                stepped = delta - TARGETED_STEP_SIZE * radius * grad / grad.abs().sum()
-                delta = reference_project_l1_ball(stepped.view(1, -1), radius, "exact").view_as(delta)
-            last_loss = loss.item()  # measured before the step, as the loop does
-        if best is None or last_loss < best[0]:  # ties keep the earlier candidate, as argmin does
-            best = (last_loss, target, delta)
-    return best[1], best[2]
+    if bool((own == target).all()):
+        return delta, float("inf")  # nothing to reach: never the suspect
+    for _ in range(TARGETED_STEPS):
+        delta.requires_grad_(True)
+        terms = [F.cross_entropy(model((x[i] + delta).clamp(0, 1)[None]), torch.tensor([target]))
+                 for i in range(len(x)) if own[i] != target]
+        loss = torch.stack(terms).mean()
+        (grad,) = torch.autograd.grad(loss, delta)
+        with torch.no_grad():
+            stepped = delta - TARGETED_STEP_SIZE * radius * grad / grad.abs().sum()
+            delta = reference_project_l1_ball(stepped.view(1, -1), radius, "exact").view_as(delta)
+        last_loss = loss.item()  # measured before the step, as the search does
+    return delta, last_loss
 
 
-def test_the_batched_search_matches_a_plain_loop():
-    model, (x, y) = tiny_cnn(), tiny_data(per_class=2)  # two per class: no augmentation draws from the generator
-    result = awm_fast.purify(model, (x, y), trigger_search="targeted", targeted_norm=2.0, trigger_restarts=3, outer=1,
-                             backend="torch", seed=7)
-    target, trigger = reference_targeted_search(model, x, 4, 2.0, 3, torch.Generator().manual_seed(7))
-    assert result.history[0]["suspect_class"] == target
-    torch.testing.assert_close(result.trigger, trigger, rtol=0, atol=1e-5)
+def random_starts(count, shape, radius, generator):
+    noise = torch.rand((count, *shape), generator=generator) * 2 - 1
+    return [row * (0.5 * radius / row.abs().sum()) for row in noise]
+
+
+def reference_targeted_search(model, x, num_classes, radius, restarts, generator, given=None):
+    """Two epochs of the search as plain loops over classes, candidates and images: epoch 1 tries every class
+    (only the `given` suspect when there is one; per class, one candidate from zero and restarts - 1 random
+    ones) and names the suspect; epoch 2 continues the suspect's best candidate beside TARGETED_FRESH fresh ones.
+    [(suspect, trigger [C, H, W])] per epoch."""
+    classes = range(num_classes) if given is None else [given]
+    starts = random_starts(len(classes) * restarts, x.shape[1:], radius, generator)
+    best = None  # (loss, class, trigger)
+    for index, start in enumerate(starts):
+        target = classes[index // restarts]
+        delta, loss = reference_descent(model, x, target, torch.zeros(x.shape[1:]) if index % restarts == 0 else start,
+                                        radius)
+        if best is None or loss < best[0]:  # ties keep the earlier candidate, as argmin does
+            best = (loss, target, delta)
+    suspect, first = best[1], best[2]
+    second = None
+    for start in [first] + random_starts(TARGETED_FRESH, x.shape[1:], radius, generator):
+        delta, loss = reference_descent(model, x, suspect, start, radius)
+        if second is None or loss < second[0]:
+            second = (loss, delta)
+    return [(suspect, first), (suspect, second[1])]
+
+
+@pytest.mark.parametrize("given", [None, 1])
+def test_the_batched_search_matches_plain_loops_over_two_epochs(given):
+    model, (x, _) = tiny_cnn(), tiny_data(per_class=2)
+    cfg = AWMConfig(targeted_norm=2.0, trigger_restarts=3).resolve(64, len(x))
+    search = TargetedSearch(model, x, cfg, torch.Generator().manual_seed(7), suspect=given)
+    expected = reference_targeted_search(model, x, 4, 2.0, 3, torch.Generator().manual_seed(7), given)
+    for suspect, trigger in expected:
+        got_trigger, _, got_suspect = search.recover()
+        assert got_suspect == suspect
+        torch.testing.assert_close(got_trigger[0], trigger, rtol=0, atol=1e-5)
+
+
+def test_purify_searches_over_the_kept_augmented_copies_too():
+    model, (x, y) = tiny_cnn(), tiny_data(per_class=1)  # one per class: purify adds label-consistent copies
+    result = awm_fast.purify(model, (x, y), trigger_search="targeted", one_shot_filter=True, targeted_norm=2.0,
+                             outer=1, backend="torch", seed=5, mask_layers="linear")
+    # Independently: the copies come first from purify's generator, then the search's first draws.
+    generator = torch.Generator().manual_seed(5)
+    suspect = warp_suspect(model, x, AWMConfig().resolve(64, len(x)))
+    kept_x, _ = augment_one_shot_consistent(model, x, y, 9, generator, suspect=suspect)
+    assert len(kept_x) > len(x)
+    cfg = AWMConfig(targeted_norm=2.0).resolve(64, len(kept_x))
+    trigger, _, suspect = TargetedSearch(model, kept_x, cfg, generator).recover()
+    assert result.history[0]["suspect_class"] == suspect
+    torch.testing.assert_close(result.trigger, trigger[0], rtol=0, atol=1e-6)
+
+
+def test_the_suspect_named_first_is_kept_when_another_class_gets_easier():
+    model, (x, _) = planted_backdoor_model(), planted_backdoor_data()
+    cfg = AWMConfig(targeted_norm=1.0).resolve(64, len(x))
+    search = TargetedSearch(model, x, cfg, torch.Generator().manual_seed(0))
+    assert search.recover()[2] == BACKDOOR_CLASS
+    with torch.no_grad():  # as if the masks had removed the backdoor pixel and another one had appeared
+        model[2].weight[BACKDOOR_CLASS, CORNER] = 0.0
+        model[2].weight[0, 0] = 20.0
+    trigger, loss, suspect = search.recover()
+    assert suspect == BACKDOOR_CLASS  # a class that became easy later is not the backdoor the model came with
+    assert float(trigger.flatten()[0]) <= 0  # it darkens the new pixel if anything: still aiming at the suspect
 
 
 def test_more_images_than_a_search_batch_run_on_random_subsets_deterministically():
@@ -178,3 +230,4 @@ def test_one_shot_filter_with_the_targeted_search_keeps_the_copies_sent_to_the_w
     assert (f"kept {len(expected_x) - 4} label-consistent augmented copies (and those sent to class "
             f"{BACKDOOR_CLASS}, which half-pixel warps reach) of 36 wanted") in capsys.readouterr().err
     assert result.config.one_shot_filter
+    assert result.history[0]["suspect_class"] == BACKDOOR_CLASS  # the trigger search hunts the warp suspect's
