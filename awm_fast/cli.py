@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="backdoor a small CNN, purify it one-shot, print ACC/ASR")
     demo.add_argument("--dataset", default="digits", choices=["digits", "fashion-mnist"])
-    demo.add_argument("--mode", default="paper", choices=MODES)
+    demo.add_argument("--mode", default="improved", choices=MODES)
     demo.add_argument("--backend", default="auto", choices=["auto", "reference", "torch", "triton"])
     demo.add_argument("--per-class", type=int, default=1, help="clean images per class given to purify")
     demo.add_argument("--outer", type=int, default=20, help="outer AWM epochs")

@@ -92,34 +92,40 @@ class AWMConfig:
                        0 disables.                                                                   9
         trigger_search: how the trigger of each outer epoch is recovered. "untargeted" (the paper): one
                        universal Δ that maximises the loss against the model's own labels, radius τ.
-                       "targeted": for every class c, `trigger_restarts` candidates Δ_c that push the
-                       un-augmented images not predicted as c towards c (clamped to input_bounds,
-                       exact projection onto the small radius targeted_norm, warm-started across
-                       epochs); the class whose best candidate gets there most easily (lowest
-                       cross-entropy to c) is the suspected backdoor target, and its trigger alone
-                       drives the mask step. With one_shot_filter it also checks for a warping
-                       backdoor (awm_fast.search.warp_suspect: a class that half-pixel smooth warps
-                       reach) and keeps the copies the model sends there. Needs num_triggers=1,
-                       sparse_triggers=0 and a fast backend; costs classes x restarts forwards per
-                       search image and step.
-                       Measured with one_shot_filter=True (docs/EFFICACY.md, round 6; Fashion-MNIST,
-                       6 attacks x 3 models): mean ASR 23.9 vs paper's 54.6, 2.3-5.0 ACC points lost
-                       vs 4.8-8.7, lower ASR on 5 of 6 attacks; on 8x8 digits worse than paper on
-                       patch attacks (mean 41.4 vs 28.2). None = "untargeted" in both modes.
+                       "targeted" (awm_fast.search.TargetedSearch): the first search gives every class
+                       c `trigger_restarts` candidates Δ_c that push the search images not predicted
+                       as c towards c (clamped to input_bounds, exact projection onto the small
+                       radius targeted_norm); the class reached most easily (lowest cross-entropy) is
+                       the suspected backdoor target and stays so: every later epoch hunts for its
+                       trigger alone (the best so far beside fresh random candidates), and that
+                       trigger drives the mask step. The search images are the few-shot images and
+                       their kept augmented copies. With one_shot_filter it first checks for a
+                       warping backdoor (awm_fast.search.warp_suspect: a class that half-pixel smooth
+                       warps reach), keeps the copies the model sends there and hunts that class.
+                       Needs num_triggers=1, sparse_triggers=0 and a fast backend; costs classes x
+                       restarts forwards per search image and step in the first epoch.
+                       Measured with one_shot_filter=True (docs/EFFICACY.md, round 7; one image per
+                       class, 6 attacks): mean ASR 10.2 vs paper's 54.6 on Fashion-MNIST (3 models
+                       per attack), 8.1 vs 28.2 on 8x8 digits (5 per attack). None = "targeted" in
+                       improved mode, "untargeted" in paper mode.
         targeted_norm: L1 radius of the targeted search's triggers. None = 10 per input channel
                        (a small patch, so that only a backdoor class is reachable).
-        trigger_restarts: candidates per class of the targeted search; the first starts at zero,
-                       the others at random points of L1 norm targeted_norm / 2.                   4
+        trigger_restarts: candidates per class of the targeted search's first epoch; the first
+                       starts at zero, the others at random points of L1 norm targeted_norm / 2.   4
         one_shot_filter: keep only the augmented copies the original model assigns to their source
                        image's label (awm_fast.inputs.augment_one_shot_consistent). Measured (round
                        5 of docs/EFFICACY.md): most of the authors' copies are not label-consistent;
-                       filtering keeps 2.5-3.7 more points of clean accuracy, but the unfiltered copies
-                       are also what erases dense backdoors (Blend, WaNet) on digits, so it is off
-                       by default in both modes.                                                 False
+                       filtering keeps 2.5-3.7 more points of clean accuracy. Alone it leaves dense
+                       backdoors (Blend, WaNet) that the unfiltered copies erased; with the targeted
+                       search's warp check it does not (round 6). None = True in improved mode,
+                       False in paper mode.
 
     Execution:
-        mode:      "paper" runs the authors' procedure step by step; "improved" adds the CE + 0.1·KL clean
-                   term (distill_weight) and projects the trigger after every ascent step.
+        mode:      "improved" (the default): the targeted trigger search on label-consistent copies
+                   (trigger_search, one_shot_filter) and the CE + 0.1·KL clean term (distill_weight);
+                   its untargeted search, if chosen, projects the trigger after every ascent step.
+                   "paper" runs the authors' procedure step by step (the only mode backend="reference"
+                   runs).
         backend:   "auto" | "reference" | "torch" | "triton" (see awm_fast.ops).
         precision: "fp32" | "bf16" | "fp16": autocast dtype of the forward; masks stay fp32.
         device:    where to run; None = the model's device.
@@ -134,7 +140,7 @@ class AWMConfig:
                    equals a whole-batch run up to summation order. The reference backend ignores it.
     """
 
-    mode: str = "paper"
+    mode: str = "improved"
     backend: str = "auto"
     precision: str = "fp32"
     device: str | None = None
@@ -160,7 +166,7 @@ class AWMConfig:
     mask_layers: MaskLayers | None = None
     input_bounds: tuple[float, float] = (0.0, 1.0)
     one_shot_augment: int = 9
-    one_shot_filter: bool = False
+    one_shot_filter: bool | None = None
     trigger_search: str | None = None
     targeted_norm: float | None = None
     trigger_restarts: int = 4
@@ -197,12 +203,13 @@ class AWMConfig:
         if self.sparse_triggers > self.num_triggers:
             raise ValueError(f"sparse_triggers must be <= num_triggers ({self.num_triggers}), "
                              f"got {self.sparse_triggers}")
-        if self.trigger_search == "targeted" and (self.num_triggers != 1 or self.sparse_triggers):
-            raise ValueError("trigger_search='targeted' recovers one trigger per class and keeps the suspected "
-                             f"target's: it needs num_triggers=1 and sparse_triggers=0, got {self.num_triggers} "
-                             f"and {self.sparse_triggers}")
-        if not isinstance(self.one_shot_filter, bool):
-            raise ValueError(f"one_shot_filter must be a bool, got {self.one_shot_filter!r}")
+        if self.resolved_trigger_search() == "targeted" and (self.num_triggers != 1 or self.sparse_triggers):
+            implied = "" if self.trigger_search else f" (mode={self.mode!r} implies it; pass trigger_search='untargeted')"
+            raise ValueError(f"trigger_search='targeted'{implied} recovers one trigger per class and keeps the "
+                             f"suspected target's: it needs num_triggers=1 and sparse_triggers=0, got "
+                             f"{self.num_triggers} and {self.sparse_triggers}")
+        if self.one_shot_filter is not None and not isinstance(self.one_shot_filter, bool):
+            raise ValueError(f"one_shot_filter must be a bool or None, got {self.one_shot_filter!r}")
         if self.seed is not None:
             _check_int("seed", self.seed, minimum=0)
         if not 0.0 <= self.alpha <= 1.0:
@@ -228,6 +235,10 @@ class AWMConfig:
             _check_choice("mask_layers", self.mask_layers, MASK_LAYER_PRESETS)
         return self
 
+    def resolved_trigger_search(self) -> str:
+        """trigger_search, or the mode's choice when None: "targeted" in improved mode (round 7)."""
+        return self.trigger_search or ("targeted" if self.mode == "improved" else "untargeted")
+
     def resolve(self, input_numel: int, num_samples: int, input_channels: int = 1) -> AWMConfig:
         """The concrete config for `num_samples` inputs of `input_numel` elements (C·H·W, C = input_channels) each.
 
@@ -238,11 +249,10 @@ class AWMConfig:
         trigger_norm = self.trigger_norm
         if trigger_norm is None:
             trigger_norm = PAPER_TRIGGER_NORM * input_numel / PAPER_INPUT_NUMEL
-        # Improved mode (docs/EFFICACY.md, round 2): the paper's objective and trigger recovery (conv masks,
-        # radial rescaling, no clamp in the ascent, the authors' step count), whose dense triggers are what
-        # erases Blend / WaNet / watermark backdoors, plus a small pull towards the original model's soft
-        # outputs in the clean term (CE + 0.1·KL), which keeps one-shot accuracy without pinning the masks:
-        # measured, λ = 1 (or KL alone) leaves the dense-trigger backdoors in place.
+        # Improved mode (docs/EFFICACY.md): the paper's objective and mask step (conv masks, the authors' step
+        # count) with the targeted trigger search on label-consistent copies (rounds 6-7: the paper's dense
+        # untargeted trigger misses patch backdoors) and a small pull towards the original model's soft outputs
+        # in the clean term (CE + 0.1·KL, round 2): measured, λ = 1 (or KL alone) pins the masks.
         steps = self.steps
         if steps is None:
             steps = max(1, num_samples // self.batch_size) * self.inner
@@ -257,7 +267,8 @@ class AWMConfig:
             distill_weight=float(distill_weight),
             select_epoch=self.select_epoch if self.select_epoch is not None else False,
             trigger_norm=float(trigger_norm),
-            trigger_search=self.trigger_search or "untargeted",
+            trigger_search=self.resolved_trigger_search(),
+            one_shot_filter=self.one_shot_filter if self.one_shot_filter is not None else improved,
             targeted_norm=float(self.targeted_norm or TARGETED_NORM_PER_CHANNEL * input_channels),
             mask_layers=self.mask_layers if self.mask_layers is not None else "conv",
             projection=self.projection if self.projection is not None else "rescale",

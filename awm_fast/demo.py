@@ -22,7 +22,7 @@ from awm_fast.models import SmallCNN
 @dataclasses.dataclass(frozen=True)
 class DemoSettings:
     dataset: str = "digits"
-    mode: str = "paper"
+    mode: str = "improved"
     backend: str = "auto"
     per_class: int = 1
     seed: int = 0

@@ -59,8 +59,9 @@ def check_backend_options(cfg: AWMConfig, backend: str) -> None:
     """ValueError when cfg asks for a trigger recovery that only the fast backends implement."""
     if backend == "reference" and (cfg.sparse_triggers or cfg.trigger_search == "targeted"):
         option = f"sparse_triggers={cfg.sparse_triggers}" if cfg.sparse_triggers else "trigger_search='targeted'"
-        raise ValueError(f"{option} needs a fast backend ('torch' or 'triton'): "
-                         "the reference backend recovers the paper's single dense trigger")
+        raise ValueError(f"{option} needs a fast backend ('torch' or 'triton'): the reference backend recovers "
+                         "the paper's single dense trigger (mode='paper' is the authors' procedure; mode='improved', "
+                         "the default, searches with trigger_search='targeted')")
 
 
 class AWMLoop:

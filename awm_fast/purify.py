@@ -80,6 +80,12 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
     x, y = as_tensors(data)
     check_bounds(x, cfg.input_bounds)
     check_classes(y)
+    originals = x.shape[0]
+    augment = cfg.one_shot_augment > 0 and is_one_shot(y)
+    # The filtered set's size is known only once the model has labelled the candidates (below): the step count
+    # follows the size the augmentation aims for, N·(1 + copies), so filtering never changes it.
+    cfg = cfg.resolve(input_numel=x[0].numel(), num_samples=originals * (1 + cfg.one_shot_augment * augment),
+                      input_channels=x.shape[1] if x.dim() == 4 else 1)
     model_device = _module_device(model)
     device = _run_device(cfg.device, model_device)
     backend = ops.resolve_backend(cfg.backend, device)
@@ -87,15 +93,9 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
     generator = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else torch.Generator()
     if cfg.seed is None:
         generator.seed()
-    originals = x.shape[0]
-    augment = cfg.one_shot_augment > 0 and is_one_shot(y)
     filter_copies = augment and cfg.one_shot_filter
     if augment and not filter_copies:
         x, y = augment_one_shot(x, y, cfg.one_shot_augment, generator)
-    # The filtered set's size is known only once the model has labelled the candidates (below): the step count
-    # follows the size the augmentation aims for, N·(1 + copies), so filtering never changes it.
-    cfg = cfg.resolve(input_numel=x[0].numel(), num_samples=x.shape[0] * (1 + cfg.one_shot_augment * filter_copies),
-                      input_channels=x.shape[1] if x.dim() == 4 else 1)
 
     work = model if cfg.inplace else copy.deepcopy(model)
     layer_names = select_layers(work, cfg.mask_layers)

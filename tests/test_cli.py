@@ -237,10 +237,10 @@ def test_demo_subcommand_and_its_flags_are_unchanged(monkeypatch):
     seen = []
     monkeypatch.setattr(awm_fast.demo, "run_demo", lambda settings: seen.append(settings))
     assert cli.main(["demo"]) == 0
-    assert cli.main(["demo", "--dataset", "fashion-mnist", "--mode", "improved", "--backend", "torch",
+    assert cli.main(["demo", "--dataset", "fashion-mnist", "--mode", "paper", "--backend", "torch",
                      "--per-class", "2", "--outer", "3", "--train-epochs", "1", "--seed", "4"]) == 0
     assert seen[0] == awm_fast.demo.DemoSettings()
-    assert seen[1] == awm_fast.demo.DemoSettings(dataset="fashion-mnist", mode="improved", backend="torch",
+    assert seen[1] == awm_fast.demo.DemoSettings(dataset="fashion-mnist", mode="paper", backend="torch",
                                                  per_class=2, seed=4, train_epochs=1, outer=3)
 
 

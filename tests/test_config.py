@@ -18,7 +18,8 @@ def test_every_documented_field_exists_with_the_authors_defaults():
     # SGD lr 10 on the trigger, ExponentialLR(0.9), --shrink-steps 0.
     assert (config.outer, config.inner, config.batch_size) == (20, 5, 128)
     assert (config.alpha, config.gamma, config.lr_trigger, config.lr_mask) == (0.9, 1e-8, 10.0, 1e-2)
-    assert (config.lr_decay, config.shrink_steps, config.mode, config.num_triggers) == (0.9, 0, "paper", 1)
+    assert (config.lr_decay, config.shrink_steps, config.num_triggers) == (0.9, 0, 1)
+    assert config.mode == "improved"  # the issue's better-than-paper default; mode="paper" is the authors' procedure
 
 
 @pytest.mark.parametrize("numel, expected", [(3 * 32 * 32, 1000.0), (1 * 8 * 8, 1000.0 * 64 / 3072),
@@ -35,20 +36,31 @@ def test_steps_follow_the_authors_formula_with_a_zero_guard():
 
 
 def test_paper_and_improved_modes_resolve_differently():
-    paper = AWMConfig().resolve(64, 100)
+    paper = AWMConfig(mode="paper").resolve(64, 100)
     assert (paper.mask_layers, paper.projection, paper.clamp_ascent, paper.clean_loss) == (
         "conv", "rescale", False, "ce")
     assert (paper.distill_weight, paper.select_epoch, paper.steps) == (0.0, False, 5)
-    # Round 2 (docs/EFFICACY.md): the paper's recovery and objective plus CE + 0.1·KL to the original model.
-    improved = AWMConfig(mode="improved").resolve(64, 100)
+    assert (paper.trigger_search, paper.one_shot_filter) == ("untargeted", False)
+    # docs/EFFICACY.md: the paper's objective and mask step, CE + 0.1·KL to the original model (round 2), the
+    # targeted trigger search on label-consistent copies (rounds 6-7).
+    improved = AWMConfig().resolve(64, 100)
     assert (improved.mask_layers, improved.projection, improved.clamp_ascent, improved.clean_loss) == (
         "conv", "rescale", False, "ce")
     assert (improved.distill_weight, improved.select_epoch, improved.steps) == (0.1, False, 5)
+    assert (improved.trigger_search, improved.one_shot_filter) == ("targeted", True)
     # every improved-mode default stays overridable
     custom = AWMConfig(mode="improved", distill_weight=0.0, select_epoch=True, projection="exact",
-                       clamp_ascent=True, clean_loss="distill", mask_layers="conv+linear", steps=15).resolve(64, 100)
+                       clamp_ascent=True, clean_loss="distill", mask_layers="conv+linear", steps=15,
+                       trigger_search="untargeted", one_shot_filter=False).resolve(64, 100)
     assert (custom.distill_weight, custom.select_epoch, custom.projection, custom.clamp_ascent, custom.clean_loss,
             custom.mask_layers, custom.steps) == (0.0, True, "exact", True, "distill", "conv+linear", 15)
+    assert (custom.trigger_search, custom.one_shot_filter) == ("untargeted", False)
+
+
+def test_several_triggers_in_improved_mode_ask_for_the_untargeted_search():
+    with pytest.raises(ValueError, match="mode='improved' implies it; pass trigger_search='untargeted'"):
+        AWMConfig(num_triggers=2).validate()
+    assert AWMConfig(num_triggers=2, trigger_search="untargeted").resolve(64, 100).num_triggers == 2
 
 
 def test_replace_rejects_unknown_names_and_keeps_the_original():

@@ -27,8 +27,10 @@ CASES = [
     pytest.param("torch", dict(mode="paper"), id="torch-paper"),
     # improved (CE + 0.1·KL to the original model) with K random trigger restarts, the exact L1 projection
     # (csrc, a sort per trigger) and bf16 autocast on the CPU
-    pytest.param("torch", dict(mode="improved", num_triggers=2, projection="exact", precision="bf16"),
-                 id="torch-improved-k2-exact-bf16"),
+    pytest.param("torch", dict(mode="improved", trigger_search="untargeted", num_triggers=2, projection="exact",
+                               precision="bf16"), id="torch-improved-k2-exact-bf16"),
+    # the default: the targeted search (random candidates, a random subset of search images per step)
+    pytest.param("torch", dict(), id="torch-default-targeted"),
     pytest.param("triton", dict(mode="paper", mask_layers=["8"]), id="triton-interpreter",
                  marks=pytest.mark.skipif(not _triton_on_cpu(), reason="Triton interpreter unavailable")),
 ]

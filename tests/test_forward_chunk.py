@@ -19,14 +19,16 @@ def _largest_grad_forward(model) -> list[int]:
     return sizes
 
 
+@pytest.mark.parametrize("search", [dict(trigger_search="untargeted", num_triggers=2), dict(trigger_search="targeted")])
 @pytest.mark.parametrize("forward_chunk, expected", [(3, 3), (None, 32)])
-def test_no_forward_with_gradients_exceeds_the_chunk(forward_chunk, expected):
+def test_no_forward_with_gradients_exceeds_the_chunk(forward_chunk, expected, search):
     # 40 distinct images, batch 64 with replacement, K = 2: the ascent sees 2·U and the mask step 3·U
-    # triggered + clean images per step, far more than one chunk.
+    # triggered + clean images per step, far more than one chunk; the targeted search descends classes x
+    # restarts candidates over 40 images.
     model, (x, y) = tiny_cnn(), tiny_data(per_class=10)
     sizes = _largest_grad_forward(model)
-    awm_fast.purify(model, (x, y), inplace=True, backend="torch", num_triggers=2, batch_size=64, outer=1,
-                    inner=1, forward_chunk=forward_chunk)
+    awm_fast.purify(model, (x, y), inplace=True, backend="torch", batch_size=64, outer=1, inner=1,
+                    forward_chunk=forward_chunk, **search)
     assert sizes, "no forward with gradients was recorded"
     # the default on the CPU is min(batch_size, 32); the packing balances chunks, so each is at least half full
     assert expected // 2 < max(sizes) <= expected
@@ -35,7 +37,8 @@ def test_no_forward_with_gradients_exceeds_the_chunk(forward_chunk, expected):
 @pytest.mark.parametrize("mode", ["paper", "improved"])
 def test_chunking_changes_nothing_but_rounding(mode):
     model, (x, y) = tiny_cnn(), tiny_data(per_class=4)
-    options = dict(backend="torch", mode=mode, num_triggers=2, batch_size=16, outer=3, inner=2, seed=3)
+    options = dict(backend="torch", mode=mode, trigger_search="untargeted", num_triggers=2, batch_size=16, outer=3,
+                   inner=2, seed=3)
     whole = awm_fast.purify(model, (x, y), forward_chunk=10_000, **options)
     chunked = awm_fast.purify(model, (x, y), forward_chunk=5, **options)  # chunks straddle clean / triggered rows
     for name, mask in whole.masks.items():

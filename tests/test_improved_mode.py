@@ -10,6 +10,7 @@ from awm_fast import AWMConfig
 from tiny_models import tiny_cnn, tiny_data
 
 FAST = dict(outer=3, inner=1, batch_size=8, backend="torch")
+PAPER = dict(FAST, mode="paper")
 
 
 def _probe(x):
@@ -25,7 +26,7 @@ def test_distill_weight_is_validated_and_resolved():
         AWMConfig(distill_weight=-1.0).validate()
     with pytest.raises(ValueError, match="distill_weight"):
         AWMConfig(distill_weight=float("nan")).validate()
-    paper = AWMConfig().resolve(64, 100)
+    paper = AWMConfig(mode="paper").resolve(64, 100)
     assert (paper.distill_weight, paper.select_epoch) == (0.0, False)
     assert AWMConfig(mode="improved", distill_weight=0.25).resolve(64, 100).distill_weight == 0.25
     assert AWMConfig(select_epoch=True).resolve(64, 100).select_epoch is True
@@ -33,16 +34,15 @@ def test_distill_weight_is_validated_and_resolved():
 
 def test_distill_weight_changes_the_ce_clean_term_and_zero_is_plain_ce():
     model, (x, y) = tiny_cnn(), tiny_data()
-    plain = awm_fast.purify(model, (x, y), **FAST)
-    zero = awm_fast.purify(model, (x, y), distill_weight=0.0, **FAST)
-    mixed = awm_fast.purify(model, (x, y), distill_weight=2.0, **FAST)
+    plain = awm_fast.purify(model, (x, y), **PAPER)
+    zero = awm_fast.purify(model, (x, y), distill_weight=0.0, **PAPER)
+    mixed = awm_fast.purify(model, (x, y), distill_weight=2.0, **PAPER)
     for name, mask in plain.masks.items():
         assert torch.equal(mask, zero.masks[name]), name
     assert any(not torch.equal(mask, mixed.masks[name]) for name, mask in plain.masks.items())
     # clean_loss="distill" is KL alone: distill_weight does not apply to it
-    kl = awm_fast.purify(model, (x, y), clean_loss="distill", outer=1, inner=1, batch_size=8, backend="torch")
-    kl_weighted = awm_fast.purify(model, (x, y), clean_loss="distill", distill_weight=3.0, outer=1, inner=1,
-                                  batch_size=8, backend="torch")
+    kl = awm_fast.purify(model, (x, y), clean_loss="distill", **dict(PAPER, outer=1))
+    kl_weighted = awm_fast.purify(model, (x, y), clean_loss="distill", distill_weight=3.0, **dict(PAPER, outer=1))
     for name, mask in kl.masks.items():
         assert torch.equal(mask, kl_weighted.masks[name]), name
 
@@ -64,8 +64,8 @@ def test_select_epoch_returns_the_masks_of_the_epoch_it_marks(mode):
 
 def test_improved_mode_uses_the_mixed_clean_term_and_differs_from_paper():
     model, (x, y) = tiny_cnn(), tiny_data()
-    paper = awm_fast.purify(model, (x, y), **FAST)
-    improved = awm_fast.purify(model, (x, y), mode="improved", **FAST)
+    paper = awm_fast.purify(model, (x, y), **PAPER)
+    improved = awm_fast.purify(model, (x, y), **FAST)  # the default mode
     assert improved.config.distill_weight == 0.1 and improved.config.clean_loss == "ce"
     assert set(improved.masks) == set(paper.masks)
     assert any(not torch.equal(mask, improved.masks[name]) for name, mask in paper.masks.items())
@@ -77,14 +77,14 @@ def test_sparse_triggers_is_validated(options):
     with pytest.raises(ValueError, match="sparse_triggers"):
         AWMConfig(**options).validate()
     assert AWMConfig().sparse_triggers == 0
-    assert AWMConfig(num_triggers=2, sparse_triggers=2).validate().sparse_triggers == 2
+    assert AWMConfig(mode="paper", num_triggers=2, sparse_triggers=2).validate().sparse_triggers == 2
 
 
 def test_sparse_triggers_need_a_fast_backend():
     model, (x, y) = tiny_cnn(), tiny_data()
     with pytest.raises(ValueError, match="sparse_triggers=1 needs a fast backend"):
-        awm_fast.purify(model, (x, y), num_triggers=2, sparse_triggers=1, outer=1, inner=1, batch_size=8,
-                        backend="reference")
+        awm_fast.purify(model, (x, y), mode="paper", num_triggers=2, sparse_triggers=1, outer=1, inner=1,
+                        batch_size=8, backend="reference")
 
 
 @pytest.mark.parametrize("mode", ["paper", "improved"])
@@ -93,7 +93,7 @@ def test_dense_and_sparse_triggers_are_each_recovered_as_their_own_kind(mode):
     # with a run that recovers that kind alone: trigger 0 with this mode's own recovery, trigger 1 with exact
     # per-step projection and the clamp, and both with the eager reference path.
     model, (x, y) = tiny_cnn(), tiny_data()
-    options = dict(mode=mode, outer=1, inner=5, batch_size=8, trigger_norm=1.0)
+    options = dict(mode=mode, trigger_search="untargeted", outer=1, inner=5, batch_size=8, trigger_norm=1.0)
     mixed = awm_fast.purify(model, (x, y), num_triggers=2, sparse_triggers=1, backend="torch", **options)
     dense, sparse = mixed.trigger.flatten(1)
     assert mixed.trigger.shape == (2, *x.shape[1:])
@@ -109,7 +109,7 @@ def test_dense_and_sparse_triggers_are_each_recovered_as_their_own_kind(mode):
 
 def test_sparse_triggers_change_the_masks_and_are_deterministic():
     model, (x, y) = tiny_cnn(), tiny_data()
-    options = dict(outer=2, inner=3, batch_size=8, backend="torch", trigger_norm=1.0)
+    options = dict(mode="paper", outer=2, inner=3, batch_size=8, backend="torch", trigger_norm=1.0)
     dense_only = awm_fast.purify(model, (x, y), num_triggers=3, **options)
     runs = [awm_fast.purify(model, (x, y), num_triggers=3, sparse_triggers=1, **options) for _ in range(2)]
     assert torch.equal(runs[0].trigger, runs[1].trigger)

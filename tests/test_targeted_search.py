@@ -173,14 +173,18 @@ def test_the_targeted_search_needs_a_fast_backend():
     model, (x, y) = tiny_cnn(), tiny_data()
     with pytest.raises(ValueError, match="trigger_search='targeted' needs a fast backend"):
         awm_fast.purify(model, (x, y), trigger_search="targeted", outer=1, backend="reference")
+    with pytest.raises(ValueError, match="mode='paper' is the authors' procedure"):  # the default mode says why
+        awm_fast.purify(model, (x, y), outer=1, backend="reference")
 
 
-def test_defaults_resolve_to_the_paper_search_and_ten_per_channel():
+def test_improved_mode_searches_targeted_with_ten_per_channel_and_paper_mode_does_not():
     resolved = AWMConfig().resolve(3 * 32 * 32, 100, input_channels=3)
-    assert resolved.trigger_search == "untargeted" and resolved.targeted_norm == 30.0
+    assert resolved.trigger_search == "targeted" and resolved.targeted_norm == 30.0
+    assert AWMConfig(mode="paper").resolve(64, 100).trigger_search == "untargeted"
     assert AWMConfig(targeted_norm=4.0).resolve(64, 100).targeted_norm == 4.0
-    result = awm_fast.purify(tiny_cnn(), tiny_data(), outer=1, backend="torch")
-    assert "suspect_class" not in result.history[0]  # the paper's search suspects no class
+    assert "suspect_class" in awm_fast.purify(tiny_cnn(), tiny_data(), outer=1, backend="torch").history[0]
+    paper = awm_fast.purify(tiny_cnn(), tiny_data(), mode="paper", outer=1, backend="torch")
+    assert "suspect_class" not in paper.history[0]  # the paper's search suspects no class
 
 
 
