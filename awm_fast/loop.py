@@ -17,8 +17,9 @@ Two implementations of each phase, chosen by the masked modules' backend:
     most forward_chunk images with gradient accumulation, so activation memory is one chunk's whatever K;
   * the γ‖m‖₁ gradient, the Adam step and the [0, 1] clamp run as foreach kernels over all masks;
   * nothing synchronises with the host inside an epoch (losses accumulate on the device).
-trigger_search="targeted" replaces the paper's ascent with awm_fast.search.TargetedSearch (per-class
-patch-sized candidates; the suspected target's trigger drives the mask step); fast backends only.
+trigger_search="targeted" (improved mode's default) replaces the paper's ascent with
+awm_fast.search.TargetedSearch (patch-sized candidates per class name the suspected target once; its trigger,
+hunted afresh every epoch, drives the mask step); fast backends only.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class AWMLoop:
                  cfg: AWMConfig, generator: torch.Generator, eval_fn=None, verbose: bool = False,
                  search: TargetedSearch | None = None) -> None:
         """x [N, ...] float, y [N] int64 on the run device. search: the TargetedSearch that recovers the triggers
-        when cfg.trigger_search == "targeted" (purify builds it over the un-augmented images)."""
+        when cfg.trigger_search == "targeted" (purify builds it over the few-shot images and their kept copies)."""
         self.model, self.cfg, self.x, self.y, self.generator = model, cfg, x, y, generator
         self.masks = list(attached.masks.values())
         backend = attached.modules[0].backend
