@@ -125,6 +125,8 @@ class AWMConfig:
         mode:      "improved" (the default): the targeted trigger search on label-consistent copies
                    (trigger_search, one_shot_filter) and the CE + 0.1·KL clean term (distill_weight);
                    its untargeted search, if chosen, projects the trigger after every ascent step.
+                   Chosen for one image per class; with 50 per class (no copies, no warp check) paper
+                   mode left less ASR on dense triggers (docs/EFFICACY.md, Table R7-d).
                    "paper" runs the authors' procedure step by step (the only mode backend="reference"
                    runs).
         backend:   "auto" | "reference" | "torch" | "triton" (see awm_fast.ops).
