@@ -29,7 +29,7 @@ from awm_fast.batching import autocast, chunks, forward_chunk
 from awm_fast.config import AWMConfig
 
 # Measured with these values (round 6):
-TARGETED_STEPS = 10  # descent steps per outer epoch, continuing from the previous epoch's candidates
+TARGETED_STEPS = 10  # descent steps per outer epoch (the suspect's best candidate continues across epochs)
 TARGETED_STEP_SIZE = 0.5  # each step moves a candidate by this fraction of targeted_norm in L1, then projects
 TARGETED_MAX_IMAGES = 64  # at most this many search images per step (a fresh random subset when there are more)
 TARGETED_FRESH = 8  # once the suspect is named: fresh random candidates per epoch beside the best one so far
