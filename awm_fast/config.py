@@ -89,7 +89,13 @@ class AWMConfig:
         input_bounds:  valid input range (lo, hi); triggered inputs are clamped to it.        (0, 1)
         one_shot_augment: augmented copies added per image when the data holds at most one image
                        per class (the authors add 9: random resized crop + horizontal flip);
-                       0 disables.                                                                   9
+                       with k images per class (augment_beyond_one_shot), ceil(one_shot_augment / k)
+                       per image; 0 disables.                                                        9
+        augment_beyond_one_shot: add the copies (and, with the targeted search and one_shot_filter,
+                       run the warp check) whatever the number of images per class, not only at one
+                       per class as the authors do. Measured (docs/EFFICACY.md, round 8): at 10 images
+                       per class they cut ASR on Blend, watermark and WaNet. None = True in improved
+                       mode, False in paper mode.
         trigger_search: how the trigger of each outer epoch is recovered. "untargeted" (the paper): one
                        universal Δ that maximises the loss against the model's own labels, radius τ.
                        "targeted" (awm_fast.search.TargetedSearch): the first search gives every class
@@ -125,8 +131,8 @@ class AWMConfig:
         mode:      "improved" (the default): the targeted trigger search on label-consistent copies
                    (trigger_search, one_shot_filter) and the CE + 0.1·KL clean term (distill_weight);
                    its untargeted search, if chosen, projects the trigger after every ascent step.
-                   Chosen for one image per class; with 50 per class (no copies, no warp check) paper
-                   mode left less ASR on dense triggers (docs/EFFICACY.md, Table R7-d).
+                   Chosen for one image per class, and since round 8 its copies and warp check run at
+                   every shot count (augment_beyond_one_shot; docs/EFFICACY.md, round 8).
                    "paper" runs the authors' procedure step by step (the only mode backend="reference"
                    runs).
         backend:   "auto" | "reference" | "torch" | "triton" (see awm_fast.ops).
@@ -170,6 +176,7 @@ class AWMConfig:
     input_bounds: tuple[float, float] = (0.0, 1.0)
     one_shot_augment: int = 9
     one_shot_filter: bool | None = None
+    augment_beyond_one_shot: bool | None = None
     trigger_search: str | None = None
     targeted_norm: float | None = None
     trigger_restarts: int = 4
@@ -212,8 +219,9 @@ class AWMConfig:
             raise ValueError(f"trigger_search='targeted'{implied} recovers one trigger per class and keeps the "
                              f"suspected target's: it needs num_triggers=1 and sparse_triggers=0, got "
                              f"{self.num_triggers} and {self.sparse_triggers}")
-        if self.one_shot_filter is not None and not isinstance(self.one_shot_filter, bool):
-            raise ValueError(f"one_shot_filter must be a bool or None, got {self.one_shot_filter!r}")
+        for name in ("one_shot_filter", "augment_beyond_one_shot"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool or None, got {getattr(self, name)!r}")
         if self.seed is not None:
             _check_int("seed", self.seed, minimum=0)
         if not 0.0 <= self.alpha <= 1.0:
@@ -242,6 +250,12 @@ class AWMConfig:
     def resolved_trigger_search(self) -> str:
         """trigger_search, or the mode's choice when None: "targeted" in improved mode (round 7)."""
         return self.trigger_search or ("targeted" if self.mode == "improved" else "untargeted")
+
+    def resolved_augment_beyond_one_shot(self) -> bool:
+        """augment_beyond_one_shot, or the mode's choice when None: True in improved mode (round 8)."""
+        if self.augment_beyond_one_shot is not None:
+            return self.augment_beyond_one_shot
+        return self.mode == "improved"
 
     def resolve(self, input_numel: int, num_samples: int, input_channels: int = 1) -> AWMConfig:
         """The concrete config for `num_samples` inputs of `input_numel` elements (C·H·W, C = input_channels) each.
@@ -273,6 +287,7 @@ class AWMConfig:
             trigger_norm=float(trigger_norm),
             trigger_search=self.resolved_trigger_search(),
             one_shot_filter=self.one_shot_filter if self.one_shot_filter is not None else improved,
+            augment_beyond_one_shot=self.resolved_augment_beyond_one_shot(),
             targeted_norm=float(self.targeted_norm or TARGETED_NORM_PER_CHANNEL * input_channels),
             mask_layers=self.mask_layers if self.mask_layers is not None else "conv",
             projection=self.projection if self.projection is not None else "rescale",

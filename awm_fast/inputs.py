@@ -95,6 +95,18 @@ def is_one_shot(y: torch.Tensor) -> bool:
     return int(torch.bincount(y).max()) <= 1
 
 
+def copies_per_image(y: torch.Tensor, copies: int) -> int:
+    """Augmented copies per image for labels y [N]: ceil(copies / k), k the largest number of images of one class.
+
+    One image per class gets the authors' `copies`; k images per class get about as many per class in all (at
+    least one per image), so the augmented set grows with the data no faster than the data itself (round 8 of
+    docs/EFFICACY.md: at 10 images per class, 1 copy each left as little ASR as 9, in less time).
+    """
+    if copies == 0:
+        return 0
+    return math.ceil(copies / int(torch.bincount(y).max()))
+
+
 def augment_one_shot(x: torch.Tensor, y: torch.Tensor, copies: int,
                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The authors' one-shot set: the originals, then `copies` augmented versions of each image.

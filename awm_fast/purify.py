@@ -20,7 +20,7 @@ import torch.nn as nn
 from awm_fast import ops
 from awm_fast.config import AWMConfig, make_config
 from awm_fast.inputs import (as_tensors, augment_one_shot, augment_one_shot_consistent, check_bounds, check_classes,
-                             is_one_shot)
+                             copies_per_image, is_one_shot)
 from awm_fast.loop import AWMLoop, check_backend_options
 from awm_fast.masking import attach_masks, select_layers
 from awm_fast.search import TargetedSearch, warp_suspect
@@ -52,8 +52,9 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
 
     model:     a classifier nn.Module returning logits [B, num_classes]. Not modified unless inplace=True.
     data:      (x [N, C, H, W] float in input_bounds, y [N] int) tensors, a Dataset of (x, y), or a
-               DataLoader. One sample per class works: the authors' augmentation then adds copies. At
-               least two classes are needed.
+               DataLoader. One sample per class works: the authors' augmentation then adds copies
+               (improved mode adds label-consistent ones at every shot count). At least two classes
+               are needed.
     config:    an AWMConfig; keyword `overrides` (any AWMConfig field) are applied on top. Unknown
                names raise TypeError.
     eval_fn:   called after each outer epoch with the masked model (no grad); the dict it returns
@@ -81,10 +82,11 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
     check_bounds(x, cfg.input_bounds)
     check_classes(y)
     originals = x.shape[0]
-    augment = cfg.one_shot_augment > 0 and is_one_shot(y)
+    augment = is_one_shot(y) or cfg.resolved_augment_beyond_one_shot()
+    copies = copies_per_image(y, cfg.one_shot_augment) if augment else 0
     # The filtered set's size is known only once the model has labelled the candidates (below): the step count
     # follows the size the augmentation aims for, N·(1 + copies), so filtering never changes it.
-    cfg = cfg.resolve(input_numel=x[0].numel(), num_samples=originals * (1 + cfg.one_shot_augment * augment),
+    cfg = cfg.resolve(input_numel=x[0].numel(), num_samples=originals * (1 + copies),
                       input_channels=x.shape[1] if x.dim() == 4 else 1)
     model_device = _module_device(model)
     device = _run_device(cfg.device, model_device)
@@ -93,9 +95,9 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
     generator = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else torch.Generator()
     if cfg.seed is None:
         generator.seed()
-    filter_copies = augment and cfg.one_shot_filter
-    if augment and not filter_copies:
-        x, y = augment_one_shot(x, y, cfg.one_shot_augment, generator)
+    filter_copies = copies > 0 and cfg.one_shot_filter
+    if copies > 0 and not filter_copies:
+        x, y = augment_one_shot(x, y, copies, generator)
 
     work = model if cfg.inplace else copy.deepcopy(model)
     layer_names = select_layers(work, cfg.mask_layers)
@@ -117,12 +119,12 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
         if filter_copies:
             # The targeted search also checks for a warping backdoor, whose target its patches cannot name: the
             # copies the model sends there are where that backdoor fires, so they are kept (with their labels).
-            suspect = warp_suspect(work, x, cfg) if cfg.trigger_search == "targeted" else None
-            x, y = augment_one_shot_consistent(work, x, y, cfg.one_shot_augment, generator, suspect=suspect)
+            suspect = warp_suspect(work, x, cfg, generator) if cfg.trigger_search == "targeted" else None
+            x, y = augment_one_shot_consistent(work, x, y, copies, generator, suspect=suspect)
             if verbose:
                 also = "" if suspect is None else f" (and those sent to class {suspect}, which half-pixel warps reach)"
                 print(f"purify: kept {x.shape[0] - originals} label-consistent augmented copies{also} of "
-                      f"{cfg.one_shot_augment * originals} wanted", file=sys.stderr)
+                      f"{copies * originals} wanted", file=sys.stderr)
         search = TargetedSearch(work, x, cfg, generator, suspect) if cfg.trigger_search == "targeted" else None
         attached = attach_masks(work, layer_names, backend)
         trigger, history = AWMLoop(work, attached, x, y, cfg, generator, eval_fn, verbose, search).run()

@@ -39,6 +39,7 @@ WARP_BUDGET = 1.0  # largest displacement, in units of 1/H of the normalised [-1
 WARP_STEPS = 60  # Adam steps on the flow fields
 WARP_LR = 0.1
 WARP_REACH_CE = 1.0  # a class is warp-reachable when the images' mean cross-entropy to it falls below this
+WARP_MAX_IMAGES = 128  # at most this many images (a random subset, drawn once) beyond one shot (round 8)
 
 
 class TargetedSearch:
@@ -125,7 +126,8 @@ class TargetedSearch:
         return torch.randperm(count, generator=self.generator)[:TARGETED_MAX_IMAGES].to(self.device)
 
 
-def warp_suspect(model: nn.Module, x: torch.Tensor, cfg: AWMConfig) -> int | None:
+def warp_suspect(model: nn.Module, x: torch.Tensor, cfg: AWMConfig,
+                 generator: torch.Generator | None = None) -> int | None:
     """The class that imperceptible smooth warps send the images x [M, C, H, W] to, or None.
 
     A warping backdoor (WaNet) is no additive patch, so TargetedSearch cannot name its target. For every class
@@ -133,10 +135,13 @@ def warp_suspect(model: nn.Module, x: torch.Tensor, cfg: AWMConfig) -> int | Non
     half a pixel) is fitted with Adam to send the images not predicted as c to c. On a model without a warping
     backdoor no class is reachable that way (cross-entropy >= 3.1 on the Fashion-MNIST BadNets models); on the
     WaNet models the target is, at cross-entropy 0.00. Returns the easiest class when its mean cross-entropy is
-    below WARP_REACH_CE, else None (also for inputs that are not images).
+    below WARP_REACH_CE, else None (also for inputs that are not images). More than WARP_MAX_IMAGES images are
+    subsampled (drawn with `generator`): the cost is classes x images forwards per step.
     """
     if x.dim() != 4:
         return None
+    if x.shape[0] > WARP_MAX_IMAGES:
+        x = x[torch.randperm(x.shape[0], generator=generator)[:WARP_MAX_IMAGES].to(x.device)]
     device = x.device
     with torch.no_grad(), autocast(cfg, device):
         logits = model(x)

@@ -40,21 +40,24 @@ def test_paper_and_improved_modes_resolve_differently():
     assert (paper.mask_layers, paper.projection, paper.clamp_ascent, paper.clean_loss) == (
         "conv", "rescale", False, "ce")
     assert (paper.distill_weight, paper.select_epoch, paper.steps) == (0.0, False, 5)
-    assert (paper.trigger_search, paper.one_shot_filter) == ("untargeted", False)
+    assert (paper.trigger_search, paper.one_shot_filter, paper.augment_beyond_one_shot) == ("untargeted", False, False)
     # docs/EFFICACY.md: the paper's objective and mask step, CE + 0.1·KL to the original model (round 2), the
-    # targeted trigger search on label-consistent copies (rounds 6-7).
+    # targeted trigger search on label-consistent copies (rounds 6-7), copies at every shot count (round 8).
     improved = AWMConfig().resolve(64, 100)
     assert (improved.mask_layers, improved.projection, improved.clamp_ascent, improved.clean_loss) == (
         "conv", "rescale", False, "ce")
     assert (improved.distill_weight, improved.select_epoch, improved.steps) == (0.1, False, 5)
-    assert (improved.trigger_search, improved.one_shot_filter) == ("targeted", True)
+    assert (improved.trigger_search, improved.one_shot_filter, improved.augment_beyond_one_shot) == (
+        "targeted", True, True)
     # every improved-mode default stays overridable
     custom = AWMConfig(mode="improved", distill_weight=0.0, select_epoch=True, projection="exact",
                        clamp_ascent=True, clean_loss="distill", mask_layers="conv+linear", steps=15,
-                       trigger_search="untargeted", one_shot_filter=False).resolve(64, 100)
+                       trigger_search="untargeted", one_shot_filter=False,
+                       augment_beyond_one_shot=False).resolve(64, 100)
     assert (custom.distill_weight, custom.select_epoch, custom.projection, custom.clamp_ascent, custom.clean_loss,
             custom.mask_layers, custom.steps) == (0.0, True, "exact", True, "distill", "conv+linear", 15)
-    assert (custom.trigger_search, custom.one_shot_filter) == ("untargeted", False)
+    assert (custom.trigger_search, custom.one_shot_filter, custom.augment_beyond_one_shot) == (
+        "untargeted", False, False)
 
 
 def test_several_triggers_in_improved_mode_ask_for_the_untargeted_search():

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from awm_fast.inputs import (CONSISTENT_POOL, _random_crop_flip_affines, as_tensors, augment_one_shot,
-                             augment_one_shot_consistent, is_one_shot)
+                             augment_one_shot_consistent, copies_per_image, is_one_shot)
 
 
 def test_augment_one_shot_keeps_originals_first_and_repeats_labels():
@@ -91,6 +91,14 @@ def test_as_tensors_accepts_column_labels_and_rejects_mismatches():
         as_tensors((torch.ones(4, 3, dtype=torch.int64), torch.arange(4)))
     with pytest.raises(ValueError, match=">= 0"):
         as_tensors((torch.rand(4, 3), torch.tensor([0, 1, -1, 2])))
+
+
+def test_copies_per_image_gives_every_class_about_the_one_shot_count():
+    assert copies_per_image(torch.tensor([0, 1, 2]), 9) == 9  # one image per class: the authors' 9
+    assert copies_per_image(torch.tensor([0, 0, 0, 1]), 9) == 3  # the largest class has 3: 3 copies each
+    assert copies_per_image(torch.tensor([0, 0, 1, 1]), 9) == 5  # ceil(9 / 2)
+    assert copies_per_image(torch.arange(10).repeat(50), 9) == 1  # 50 per class: at least one copy per image
+    assert copies_per_image(torch.tensor([0, 1]), 0) == 0  # augmentation off
 
 
 def test_is_one_shot():

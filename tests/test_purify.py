@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import awm_fast
 from awm_fast.inputs import augment_one_shot_consistent
+from awm_fast.search import warp_suspect
 
 from authors_awm import authors_awm_masks
 from tiny_models import tiny_cnn, tiny_data
@@ -124,6 +125,27 @@ def test_one_shot_filter_trains_on_the_label_consistent_copies_only(capsys):
     assert result.config.steps == 5  # the step count of the unfiltered set: filtering does not change it
     with pytest.raises(ValueError, match="one_shot_filter must be a bool"):
         awm_fast.purify(model, (x, y), one_shot_filter="yes")
+
+
+def test_improved_mode_adds_label_consistent_copies_beyond_one_shot_and_paper_mode_does_not(capsys):
+    model, (x, y) = tiny_cnn(), tiny_data(per_class=3)  # 12 images, 3 per class
+    result = awm_fast.purify(model, (x, y), outer=1, seed=6, verbose=True)
+    # Independently: the warp check on 12 images draws nothing, so purify's generator draws the copies first.
+    resolved = result.config
+    suspect = warp_suspect(model, x, resolved)
+    # ceil(9 / 3) = 3 copies per image: each class gets 9, as one image per class would.
+    expected_x, _ = augment_one_shot_consistent(model, x, y, 3, torch.Generator().manual_seed(6), suspect=suspect)
+    assert 12 <= len(expected_x) < 48
+    assert f"kept {len(expected_x) - 12} label-consistent augmented copies of 36 wanted" in capsys.readouterr().err
+    assert resolved.augment_beyond_one_shot
+    assert resolved.steps == 5  # max(1, 48 // 128) · inner: the step count of the unfiltered set of 12 + 36 copies
+    # Switched off, or in paper mode (the authors augment one-shot sets only), nothing is added.
+    for overrides in (dict(augment_beyond_one_shot=False), dict(mode="paper")):
+        plain = awm_fast.purify(model, (x, y), outer=1, seed=6, verbose=True, **overrides)
+        assert "augmented copies" not in capsys.readouterr().err
+        assert not plain.config.augment_beyond_one_shot
+    with pytest.raises(ValueError, match="augment_beyond_one_shot must be a bool"):
+        awm_fast.purify(model, (x, y), augment_beyond_one_shot=1)
 
 
 def test_history_records_losses_and_eval_fn_metrics():

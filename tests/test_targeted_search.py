@@ -11,7 +11,8 @@ import awm_fast
 from awm_fast import AWMConfig
 from awm_fast.inputs import augment_one_shot_consistent
 from awm_fast.ops.trigger import reference_project_l1_ball
-from awm_fast.search import TARGETED_FRESH, TARGETED_STEP_SIZE, TARGETED_STEPS, TargetedSearch, warp_suspect
+from awm_fast.search import (TARGETED_FRESH, TARGETED_STEP_SIZE, TARGETED_STEPS, WARP_MAX_IMAGES, TargetedSearch,
+                             warp_suspect)
 
 from tiny_models import tiny_cnn, tiny_data
 
@@ -219,6 +220,20 @@ def test_warp_suspect_names_a_warping_backdoors_target_and_nothing_on_a_patch_ba
     assert warp_suspect(warping, x, cfg) == BACKDOOR_CLASS
     assert warp_suspect(planted_backdoor_model(), x, cfg) is None  # a one-pixel patch is no warp
     assert warp_suspect(nn.Linear(8, 4), torch.rand(5, 8), cfg) is None  # not images
+
+
+def test_warp_suspect_checks_a_random_subset_of_many_images():
+    x, _ = planted_backdoor_data()
+    many = x.repeat(20, 1, 1, 1) + 0.01 * torch.rand(160, *x.shape[1:], generator=torch.Generator().manual_seed(1))
+    cfg = AWMConfig().resolve(64, len(many))
+    warping = ResamplingBackdoor().eval()
+    seen = []
+    warping.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
+    assert warp_suspect(warping, many, cfg, torch.Generator().manual_seed(3)) == BACKDOOR_CLASS
+    assert seen[0] == WARP_MAX_IMAGES < len(many)  # the model's own labels, on the subset only
+    # The subset is the generator's first permutation of the rows: checking it alone gives the same answer.
+    subset = many[torch.randperm(len(many), generator=torch.Generator().manual_seed(3))[:WARP_MAX_IMAGES]]
+    assert warp_suspect(warping, subset, cfg) == BACKDOOR_CLASS
 
 
 def test_one_shot_filter_with_the_targeted_search_keeps_the_copies_sent_to_the_warp_suspect(capsys):
