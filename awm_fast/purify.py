@@ -19,8 +19,15 @@ import torch.nn as nn
 
 from awm_fast import ops
 from awm_fast.config import AWMConfig, make_config
-from awm_fast.inputs import (as_tensors, augment_one_shot, augment_one_shot_consistent, check_bounds, check_classes,
-                             copies_per_image, is_one_shot)
+from awm_fast.inputs import (
+    as_tensors,
+    augment_one_shot,
+    augment_one_shot_consistent,
+    check_bounds,
+    check_classes,
+    copies_per_image,
+    is_one_shot,
+)
 from awm_fast.loop import AWMLoop, check_backend_options
 from awm_fast.masking import attach_masks, select_layers
 from awm_fast.search import TargetedSearch, warp_suspect

@@ -4,8 +4,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from awm_fast.inputs import (CONSISTENT_POOL, _random_crop_flip_affines, as_tensors, augment_one_shot,
-                             augment_one_shot_consistent, copies_per_image, is_one_shot)
+from awm_fast.inputs import (
+    CONSISTENT_POOL,
+    _random_crop_flip_affines,
+    as_tensors,
+    augment_one_shot,
+    augment_one_shot_consistent,
+    copies_per_image,
+    is_one_shot,
+)
 
 
 def test_augment_one_shot_keeps_originals_first_and_repeats_labels():

@@ -11,8 +11,14 @@ import awm_fast
 from awm_fast import AWMConfig
 from awm_fast.inputs import augment_one_shot_consistent
 from awm_fast.ops.trigger import reference_project_l1_ball
-from awm_fast.search import (TARGETED_FRESH, TARGETED_STEP_SIZE, TARGETED_STEPS, WARP_MAX_IMAGES, TargetedSearch,
-                             warp_suspect)
+from awm_fast.search import (
+    TARGETED_FRESH,
+    TARGETED_STEP_SIZE,
+    TARGETED_STEPS,
+    WARP_MAX_IMAGES,
+    TargetedSearch,
+    warp_suspect,
+)
 
 from tiny_models import tiny_cnn, tiny_data
 

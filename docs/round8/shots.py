@@ -1,12 +1,17 @@
 # Improved mode beyond one shot: python shots.py SHOTS 'json list of overrides' attack:seed,... > log
 # Purifies the cached Fashion-MNIST SmallCNN of each case (12,000 training images, docs/round5/cases.py) with SHOTS
 # clean images per class under each override set, and prints ASR/ACC after on 2,000 held-out test images.
-import json, os, sys, time
+import json
+import os
+import sys
+import time
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "round5"))
+from cases import _split, load_case
+
 import awm_fast
 from awm_fast import study
 from awm_fast.data import few_shot_subset, without_indices
-from cases import _split, load_case
 
 shots, variants = int(sys.argv[1]), json.loads(sys.argv[2])
 split = _split("fashion-mnist")
