@@ -184,9 +184,12 @@ def test_the_targeted_search_needs_a_fast_backend():
         awm_fast.purify(model, (x, y), outer=1, backend="reference")
 
 
-def test_improved_mode_searches_targeted_with_ten_per_channel_and_paper_mode_does_not():
+def test_improved_mode_searches_targeted_with_a_radius_that_grows_with_the_image_and_paper_mode_does_not():
     resolved = AWMConfig().resolve(3 * 32 * 32, 100, input_channels=3)
-    assert resolved.trigger_search == "targeted" and resolved.targeted_norm == 30.0
+    # per channel 20 · (32·32) / (28·28): 2.55% of the pixels, as 20 is on 28x28 Fashion-MNIST
+    assert resolved.trigger_search == "targeted" and resolved.targeted_norm == pytest.approx(3 * 20 * 1024 / 784)
+    assert AWMConfig().resolve(28 * 28, 100).targeted_norm == pytest.approx(20.0)
+    assert AWMConfig().resolve(2 * 8 * 8, 100, input_channels=2).targeted_norm == 20.0  # the floor: 10 per channel
     assert AWMConfig(mode="paper").resolve(64, 100).trigger_search == "untargeted"
     assert AWMConfig(targeted_norm=4.0).resolve(64, 100).targeted_norm == 4.0
     assert "suspect_class" in awm_fast.purify(tiny_cnn(), tiny_data(), outer=1, backend="torch").history[0]
