@@ -73,7 +73,9 @@ def test_purify_end_to_end_writes_weights_report_and_plots(files, tmp_path, caps
         assert torch.equal(purified.state_dict()[name], value), name
 
     report = json.loads((tmp_path / "purified.report.json").read_text())
-    assert report["seed"] == 5 and report["config"]["outer"] == 2 and report["config"]["steps"] == 1
+    # 20 images, 2 per class: improved mode adds ceil(9 / 2) = 5 copies each, so the step count is the augmented
+    # set's, 20 · 6 // batch_size 20 · inner 1 = 6.
+    assert report["seed"] == 5 and report["config"]["outer"] == 2 and report["config"]["steps"] == 6
     assert report["package_versions"]["torch"] and report["package_versions"]["awm_fast"] == awm_fast.__version__
     assert {"load_model", "load_data", "purify", "save_weights", "plots", "total"} <= set(report["timings_seconds"])
     assert set(report["masks"]) == set(expected.masks)
