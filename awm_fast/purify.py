@@ -89,7 +89,9 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
     check_bounds(x, cfg.input_bounds)
     check_classes(y)
     originals = x.shape[0]
-    augment = is_one_shot(y) or cfg.resolved_augment_beyond_one_shot()
+    # The authors augment one-shot sets; improved mode augments images at every shot count (crops and flips
+    # are image operations: other inputs with more than one sample per class are left as they are).
+    augment = is_one_shot(y) or (cfg.resolved_augment_beyond_one_shot() and x.dim() == 4)
     copies = copies_per_image(y, cfg.one_shot_augment) if augment else 0
     # The filtered set's size is known only once the model has labelled the candidates (below): the step count
     # follows the size the augmentation aims for, N·(1 + copies), so filtering never changes it.

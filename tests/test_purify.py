@@ -144,6 +144,11 @@ def test_improved_mode_adds_label_consistent_copies_beyond_one_shot_and_paper_mo
         plain = awm_fast.purify(model, (x, y), outer=1, seed=6, verbose=True, **overrides)
         assert "augmented copies" not in capsys.readouterr().err
         assert not plain.config.augment_beyond_one_shot
+    # Inputs that are not images (crops and flips do not apply) are left as they are beyond one shot.
+    mlp = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    flat = awm_fast.purify(mlp, (x.flatten(1)[:, :8], y), outer=1, seed=6, mask_layers="linear", verbose=True)
+    assert "augmented copies" not in capsys.readouterr().err
+    assert flat.config.steps == 5  # max(1, 12 // 128) · inner: the 12 samples as given
     with pytest.raises(ValueError, match="augment_beyond_one_shot must be a bool"):
         awm_fast.purify(model, (x, y), augment_beyond_one_shot=1)
 
