@@ -22,8 +22,8 @@ TRIGGER_SEARCHES = ("untargeted", "targeted")
 # Targeted search: L1 radius per input channel when targeted_norm=None, the larger of a floor and a share of the
 # image's pixels. A 3x3 full-contrast patch has L1 9 per channel; 10 singled out the backdoor class on every
 # patch model measured (docs/EFFICACY.md, round 6). 20 on 28x28 (2.55% of the pixels at full contrast) took the
-# Trojan watermark (true L1 44) from 17.2 to 2.9% ASR for 1.4 points of accuracy (round 8); on 8x8 digits it
-# cost 1.0 point for nothing, hence the floor.
+# Trojan watermark (true L1 44) from 17.2 to 2.9% ASR and the six attacks' mean from 12.1 to 7.2, for 1.4 points
+# of accuracy on average (round 8); on 8x8 digits it cost 1.0 point for nothing, hence the floor.
 TARGETED_NORM_MIN_PER_CHANNEL = 10.0
 TARGETED_NORM_28X28 = 20.0  # per channel on 28x28 images, scaled by the pixel count on others
 # Improved mode's λ in the clean term CE + λ·KL(original ‖ masked); docs/EFFICACY.md, round 2.
