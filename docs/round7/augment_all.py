@@ -1,6 +1,9 @@
 # Does the label-consistent augmentation help beyond one shot? python augment_all.py attack:seed,... SHOTS STEPS
 # Purifies with improved mode on SHOTS images per class, once as purify does it (no copies when SHOTS > 1) and
 # once with purify's one-shot copies forced on (is_one_shot patched), at the same mask-step count STEPS.
+# Its figures (EFFICACY.md Table R7-d readings) are those of commit 25d2b6d: since round 8 improved mode adds
+# ceil(9 / k) copies per image at every shot count itself, so on later commits both runs get copies; measure the
+# copy count with docs/round8/shots.py instead.
 import os, sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "round5"))
 import awm_fast
