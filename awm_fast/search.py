@@ -136,11 +136,13 @@ def warp_suspect(model: nn.Module, x: torch.Tensor, cfg: AWMConfig,
     backdoor no class is reachable that way (cross-entropy >= 3.1 on the Fashion-MNIST BadNets models); on the
     WaNet models the target is, at cross-entropy 0.00. Returns the easiest class when its mean cross-entropy is
     below WARP_REACH_CE, else None (also for inputs that are not images). More than WARP_MAX_IMAGES images are
-    subsampled (drawn with `generator`): the cost is classes x images forwards per step.
+    subsampled (drawn with `generator`, or with a generator seeded 0 when None: the global RNG is never read): the
+    cost is classes x images forwards per step.
     """
     if x.dim() != 4:
         return None
     if x.shape[0] > WARP_MAX_IMAGES:
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
         x = x[torch.randperm(x.shape[0], generator=generator)[:WARP_MAX_IMAGES].to(x.device)]
     device = x.device
     with torch.no_grad(), autocast(cfg, device):

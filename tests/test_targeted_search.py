@@ -243,6 +243,14 @@ def test_warp_suspect_checks_a_random_subset_of_many_images():
     # The subset is the generator's first permutation of the rows: checking it alone gives the same answer.
     subset = many[torch.randperm(len(many), generator=torch.Generator().manual_seed(3))[:WARP_MAX_IMAGES]]
     assert warp_suspect(warping, subset, cfg) == BACKDOOR_CLASS
+    # Without a generator the subset is drawn by one seeded 0, never by the global RNG.
+    inputs = []
+    warping.register_forward_pre_hook(lambda module, args: inputs.append(args[0].detach().clone()))
+    state = torch.get_rng_state()
+    assert warp_suspect(warping, many, cfg) == BACKDOOR_CLASS
+    assert torch.equal(torch.get_rng_state(), state)
+    expected = many[torch.randperm(len(many), generator=torch.Generator().manual_seed(0))[:WARP_MAX_IMAGES]]
+    assert torch.equal(inputs[0], expected)  # the first forward labels the subset
 
 
 def test_one_shot_filter_with_the_targeted_search_keeps_the_copies_sent_to_the_warp_suspect(capsys):
