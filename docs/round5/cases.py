@@ -17,19 +17,21 @@ def _split(dataset):
     return load_dataset(dataset, None)
 
 
-def load_case(attack_name, seed, dataset="digits"):
-    """(backdoored SmallCNN, attack, (x, y) one image per class, (x_eval, y_eval) the rest of the test split).
+def load_case(attack_name, seed, dataset="digits", model_name="small-cnn", train_epochs=None, eval_images=2000):
+    """(backdoored model, attack, (x, y) one image per class, (x_eval, y_eval) the rest of the test split).
 
-    Fashion-MNIST models are the 12,000-image ones, evaluated on 2,000 images, as in the tables.
+    Fashion-MNIST models are the 12,000-image ones, evaluated on `eval_images` images (2,000 in the tables).
+    train_epochs: None = the study's default (30 on digits, 3 elsewhere).
     """
     split = _split(dataset)
-    settings = study.StudySettings(cache=CACHE, train_limit=None if dataset == "digits" else 12000)
+    settings = study.StudySettings(cache=CACHE, train_limit=None if dataset == "digits" else 12000,
+                                   train_epochs=train_epochs)
     attack = study.build_attack(attack_name, split.x_train.shape[-1], split.num_classes)
-    model, _ = study._cached_model(settings, split, dataset, "small-cnn", attack_name, attack, seed)
+    model, _ = study._cached_model(settings, split, dataset, model_name, attack_name, attack, seed)
     x, y, used = few_shot_subset(split.x_test, split.y_test, 1, seed=seed)
     x_eval, y_eval = without_indices(split.x_test, split.y_test, used)
     if dataset != "digits":
-        x_eval, y_eval = x_eval[:2000], y_eval[:2000]
+        x_eval, y_eval = x_eval[:eval_images], y_eval[:eval_images]
     return model, attack, (x, y), (x_eval, y_eval)
 
 

@@ -1,20 +1,22 @@
 # Is the accuracy a ResNet loses in purify a BatchNorm-statistics effect? python bn_recalibration.py ATTACK:SEED
-# Purifies the cached small-resnet (case.py) with the defaults, then re-estimates every BatchNorm's running
-# statistics (a diagnostic only: it needs data purify does not have) on 2,000 unused training images and on the
-# ten one-shot images, and prints ACC/ASR of each model on 1,000 held-out test images.
+# Purifies the cached 3-epoch small-resnet (docs/round5/cases.py) with the defaults, then re-estimates every
+# BatchNorm's running statistics (a diagnostic only: it needs data purify does not have) on 2,000 unused training
+# images and on the ten one-shot images, and prints ACC/ASR of each model on 1,000 held-out test images.
 import copy
+import os
 import sys
 
 import torch
 import torch.nn as nn
-from case import load, percent
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "round5"))
+from cases import _split, load_case, percent
 
 import awm_fast
-from awm_fast.data import load_dataset
 
 attack_name, seed = sys.argv[1].rsplit(":", 1)
-model, attack, (x, y), evaluation = load("small-resnet", attack_name, int(seed))
-unused_train = load_dataset("fashion-mnist", None).x_train[12000:14000]  # the models saw the first 12,000
+model, attack, (x, y), evaluation = load_case(attack_name, int(seed), "fashion-mnist", "small-resnet", eval_images=1000)
+unused_train = _split("fashion-mnist").x_train[12000:14000]  # the models saw the first 12,000
 
 
 def recalibrated(model, images):

@@ -1,17 +1,20 @@
 # ACC/ASR after every outer epoch of one purify: python trajectory.py MODEL ATTACK:SEED ['json overrides']
-# MODEL: small-cnn or small-resnet (case.py: cached Fashion-MNIST model, one clean image per class, 1,000
-# held-out test images to evaluate).
+# MODEL: small-cnn or small-resnet; the cached Fashion-MNIST model of docs/round5/cases.py trained for EPOCHS
+# (environment, default 3) epochs, one clean image per class, 1,000 held-out test images to evaluate.
 import json
+import os
 import sys
 
-from case import load
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "round5"))
+from cases import load_case
 
 import awm_fast
 from awm_fast import study
 
 model_name, (attack_name, seed) = sys.argv[1], sys.argv[2].rsplit(":", 1)
 overrides = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
-model, attack, (x, y), (x_eval, y_eval) = load(model_name, attack_name, int(seed))
+model, attack, (x, y), (x_eval, y_eval) = load_case(attack_name, int(seed), "fashion-mnist", model_name,
+                                                    int(os.environ.get("EPOCHS", 3)), eval_images=1000)
 
 
 def evaluate(model):
