@@ -24,6 +24,7 @@ hunted afresh every epoch, drives the mask step); fast backends only.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -35,6 +36,7 @@ import torch.nn.functional as F
 
 from awm_fast import ops
 from awm_fast.batching import autocast, chunks, distinct, forward_chunk
+from awm_fast.bn_drift import BatchNormDrift
 from awm_fast.config import AWMConfig
 from awm_fast.masking import AttachedMasks
 from awm_fast.search import TargetedSearch
@@ -58,6 +60,9 @@ class TriggerKind(NamedTuple):
 
 def check_backend_options(cfg: AWMConfig, backend: str) -> None:
     """ValueError when cfg asks for a trigger recovery that only the fast backends implement."""
+    if backend == "reference" and cfg.bn_drift_weight:
+        raise ValueError(f"bn_drift_weight={cfg.bn_drift_weight} needs a fast backend ('torch' or 'triton'): the "
+                         "reference backend runs the authors' procedure only")
     if backend == "reference" and (cfg.sparse_triggers or cfg.trigger_search == "targeted"):
         option = f"sparse_triggers={cfg.sparse_triggers}" if cfg.sparse_triggers else "trigger_search='targeted'"
         raise ValueError(f"{option} needs a fast backend ('torch' or 'triton'): the reference backend recovers "
@@ -89,9 +94,18 @@ class AWMLoop:
         self.distill_weight = 0.0 if cfg.clean_loss == "distill" else (cfg.distill_weight or 0.0)
         needs_teacher = cfg.clean_loss == "distill" or self.distill_weight > 0
         self.teacher_probs = self._teacher_probs() if needs_teacher else None
+        # Built while the masks are all ones: it records the original model's BatchNorm input moments.
+        self.bn_drift = BatchNormDrift(model, x, cfg.batch_size, self._autocast) if cfg.bn_drift_weight else None
 
     def run(self) -> tuple[torch.Tensor, list[dict[str, float]]]:
         """Returns (trigger [C, H, W] or [K, C, H, W], history)."""
+        try:
+            return self._run()
+        finally:
+            if self.bn_drift is not None:
+                self.bn_drift.close()
+
+    def _run(self) -> tuple[torch.Tensor, list[dict[str, float]]]:
         cfg = self.cfg
         if cfg.shrink_steps:
             shrink_optimizer = self._adam(SHRINK_LR)
@@ -328,8 +342,8 @@ class AWMLoop:
             lo, hi = self.cfg.input_bounds
             inputs = torch.cat([images, ops.apply_triggers(images, triggers, lo, hi).flatten(0, 1)])
         clean_total = trigger_total = torch.zeros((), device=self.device)
-        for chunk in chunks(inputs.shape[0], self.chunk):
-            with self._autocast():
+        for chunk in self._chunks(u, inputs.shape[0]):
+            with self._autocast(), self._capture_statistics(chunk.start == 0):
                 logits = self.model(inputs[chunk]).float()
             # Rows [0, u) are the clean images, rows [u, (1+K)u) the triggered copies, trigger-major.
             clean_rows = range(chunk.start, min(chunk.stop, u))
@@ -338,6 +352,8 @@ class AWMLoop:
             if len(clean_rows):
                 piece = slice(clean_rows.start, clean_rows.stop)
                 clean = self._clean_loss(logits[: len(clean_rows)], unique_rows[piece], weights[piece])
+                if self.bn_drift is not None:  # all clean rows are in this chunk (_chunks)
+                    clean = clean + self.cfg.bn_drift_weight * self.bn_drift.penalty(unique_rows, weights)
             if len(trigger_rows):
                 index = torch.arange(trigger_rows.start, trigger_rows.stop, device=self.device) % u
                 per_sample = F.cross_entropy(logits[len(clean_rows):], labels[index], reduction="none")
@@ -345,6 +361,18 @@ class AWMLoop:
             self._backward(alpha * clean + (1 - alpha) * trigger)
             clean_total, trigger_total = clean_total + clean.detach(), trigger_total + trigger.detach()
         return clean_total, trigger_total
+
+    def _chunks(self, clean: int, total: int) -> list[slice]:
+        """Slices of at most forward_chunk inputs over the `clean` images followed by their triggered copies; with
+        bn_drift_weight the clean images get one slice of their own, since their statistics must be whole."""
+        if self.bn_drift is None:
+            return chunks(total, self.chunk)
+        rest = chunks(total - clean, self.chunk) if total > clean else []
+        return [slice(0, clean)] + [slice(clean + part.start, clean + part.stop) for part in rest]
+
+    def _capture_statistics(self, first_chunk: bool):
+        """The BatchNorm drift's capture around the forward of the clean images, else a no-op."""
+        return self.bn_drift.capture() if self.bn_drift is not None and first_chunk else contextlib.nullcontext()
 
     def _clean_loss(self, logits: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor | None = None):
         """CE on the true labels, or KL to the original model's predictions; a batch mean, or Σ weights_i · loss_i."""
