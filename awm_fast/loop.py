@@ -59,7 +59,7 @@ class TriggerKind(NamedTuple):
 
 
 def check_backend_options(cfg: AWMConfig, backend: str) -> None:
-    """ValueError when cfg asks for a trigger recovery that only the fast backends implement."""
+    """ValueError when cfg asks for a trigger recovery or a penalty that only the fast backends implement."""
     if backend == "reference" and cfg.bn_drift_weight:
         raise ValueError(f"bn_drift_weight={cfg.bn_drift_weight} needs a fast backend ('torch' or 'triton'): the "
                          "reference backend runs the authors' procedure only")
