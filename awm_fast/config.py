@@ -84,10 +84,12 @@ class AWMConfig:
                        statistics (per-channel mean and spread) of every BatchNorm with running statistics
                        on the step's clean images, in units of the running variance (awm_fast.bn_drift).
                        Eval-mode BatchNorm keeps its training statistics, so masks that shift them change the
-                       function far more than their size suggests. Measured on the small ResNet (docs/
-                       EFFICACY.md, round 10; β = 10): 8-11 more points of accuracy on BadNets, the Trojan
-                       watermark and WaNet, ASR ≤ 7.3, but Blend kept 63.5% ASR (3.7 without), so it is off by
-                       default. Fast backends only; the clean images of a step then share one forward.      0
+                       function far more than their size suggests. Measured (docs/EFFICACY.md, round 10,
+                       Fashion-MNIST, one image per class, 3 seeds) with β = 10 and targeted_norm=40 (alone,
+                       β leaves Blend): accuracy drop 5.4 vs 8.0 on the small ResNet and 3.1 vs 5.2 on the
+                       SmallCNN, less ASR on patch and watermark backdoors, but more on Blend, WaNet and
+                       all-to-all (mean ASR 10.1 vs 8.6 and 13.0 vs 7.2), so it is off by default. Fast
+                       backends only; the clean images of a step then share one forward.                     0
         select_epoch:  keep the masks of the outer epoch with the lowest label-free score instead of
                        the last epoch's: the freshly recovered trigger's own attack success (largest
                        share of the clean images it sends to one class they were not predicted as)

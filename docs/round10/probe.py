@@ -4,8 +4,9 @@
 #          bncomp (after every outer epoch, shift each BatchNorm's running mean by the change of its input's mean on
 #          the one-shot images since the original model, and scale its running variance by the variance ratio) |
 #          bncomp-mean (the same, running mean only) |
-#          bnstat:BETA (adds BETA x the drift of every BatchNorm's input statistics on the clean minibatch to the clean
-#          term: mean over channels of ((mean - mean0)^2 + (std - std0)^2) / running_var, mean over BatchNorms,
+#          bnstat:BETA (the prototype of purify's bn_drift_weight=BETA, which the later runs pass as an override:
+#          adds BETA x the drift of every BatchNorm's input statistics on the clean minibatch to the clean term:
+#          mean over channels of ((mean - mean0)^2 + (std - std0)^2) / running_var, mean over BatchNorms,
 #          mean0/std0 the original model's on the same rows, weighted by multiplicity; one forward per step).
 #          Prints ACC/ASR per outer epoch.
 # Overrides are purify keywords. Environment: EPOCHS training epochs of the cached Fashion-MNIST model (default 10;
