@@ -44,10 +44,12 @@ class BatchNormDrift:
                 with self.capture(), autocast():
                     model(chunk)
                 for name in self.norms:
-                    moments[name].append(_per_image_moments(self._inputs.pop(name)))
+                    if name in self._inputs:  # a BatchNorm the forward never calls has no statistics to keep
+                        moments[name].append(_per_image_moments(self._inputs.pop(name)))
         # {name: (mean [N, C], mean of squares [N, C])}, fp32, of the original model's BatchNorm inputs
         self.reference = {name: tuple(torch.cat(parts) for parts in zip(*pieces, strict=True))
-                          for name, pieces in moments.items()}
+                          for name, pieces in moments.items() if pieces}
+        self.norms = {name: module for name, module in self.norms.items() if name in self.reference}
 
     def _hook(self, name: str):
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:

@@ -74,6 +74,23 @@ def test_a_model_without_batchnorm_has_no_drift():
     assert float(drift.penalty(torch.arange(len(x)), torch.ones(len(x)))) == 0.0
 
 
+def test_a_batchnorm_the_forward_never_calls_is_left_out():
+    class WithUnusedBatchNorm(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net, self.unused = tiny_cnn(), nn.BatchNorm2d(6)  # `unused` is registered, never called
+
+        def forward(self, x):
+            return self.net(x)
+
+    model, (x, _) = WithUnusedBatchNorm().eval(), tiny_data()
+    drift = BatchNormDrift(model, x, batch=4, autocast=no_autocast)
+    assert list(drift.norms) == ["net.1"]
+    with drift.capture():
+        model(x)
+    assert float(drift.penalty(torch.arange(len(x)), torch.ones(len(x))).detach()) < 1e-10
+
+
 def test_purify_with_the_drift_penalty_moves_the_statistics_less():
     model, (x, y) = tiny_cnn(), tiny_data(per_class=3)
     options = dict(backend="torch", outer=4, seed=0, mask_layers="conv", trigger_search="untargeted",
