@@ -37,7 +37,8 @@ class BatchNormDrift:
                       if isinstance(module, _BatchNorm) and module.running_var is not None}
         self._inputs: dict[str, torch.Tensor] = {}
         self._capturing = False
-        self._handles = [module.register_forward_pre_hook(self._hook(name)) for name, module in self.norms.items()]
+        self._handles = {name: module.register_forward_pre_hook(self._hook(name))
+                         for name, module in self.norms.items()}
         moments: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {name: [] for name in self.norms}
         with torch.no_grad():
             for chunk in x.split(batch):
@@ -49,6 +50,8 @@ class BatchNormDrift:
         # {name: (mean [N, C], mean of squares [N, C])}, fp32, of the original model's BatchNorm inputs
         self.reference = {name: tuple(torch.cat(parts) for parts in zip(*pieces, strict=True))
                           for name, pieces in moments.items() if pieces}
+        for name in set(self.norms) - set(self.reference):  # never called: no hook needed either
+            self._handles.pop(name).remove()
         self.norms = {name: module for name, module in self.norms.items() if name in self.reference}
 
     def _hook(self, name: str):
@@ -86,7 +89,7 @@ class BatchNormDrift:
         return torch.stack(drifts).mean()
 
     def close(self) -> None:
-        for handle in self._handles:
+        for handle in self._handles.values():
             handle.remove()
         self._inputs.clear()
 

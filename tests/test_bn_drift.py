@@ -86,6 +86,7 @@ def test_a_batchnorm_the_forward_never_calls_is_left_out():
     model, (x, _) = WithUnusedBatchNorm().eval(), tiny_data()
     drift = BatchNormDrift(model, x, batch=4, autocast=no_autocast)
     assert list(drift.norms) == ["net.1"]
+    assert not model.unused._forward_pre_hooks
     with drift.capture():
         model(x)
     assert float(drift.penalty(torch.arange(len(x)), torch.ones(len(x))).detach()) < 1e-10
