@@ -26,6 +26,9 @@ TRIGGER_SEARCHES = ("untargeted", "targeted")
 # of accuracy on average (round 8); on 8x8 digits it cost 1.0 point for nothing, hence the floor.
 TARGETED_NORM_MIN_PER_CHANNEL = 10.0
 TARGETED_NORM_28X28 = 20.0  # per channel on 28x28 images, scaled by the pixel count on others
+# With bn_drift_weight > 0 and targeted_norm_max=None, the targeted hunt's radius grows up to this many times
+# targeted_norm (round 11): 80 on 28x28, about the L1 size of a 0.2-ratio blend (the paper's τ is 255 there).
+TARGETED_NORM_MAX_FACTOR = 4.0
 # Improved mode's λ in the clean term CE + λ·KL(original ‖ masked); docs/EFFICACY.md, round 2.
 IMPROVED_DISTILL_WEIGHT = 0.1
 
@@ -84,12 +87,15 @@ class AWMConfig:
                        statistics (per-channel mean and spread) of every BatchNorm with running statistics
                        on the step's clean images, in units of the running variance (awm_fast.bn_drift).
                        Eval-mode BatchNorm keeps its training statistics, so masks that shift them change the
-                       function far more than their size suggests. Measured (docs/EFFICACY.md, round 10,
-                       Fashion-MNIST, one image per class, 3 seeds) with β = 10 and targeted_norm=40 (alone,
-                       β leaves Blend): accuracy drop 5.4 vs 8.0 on the small ResNet and 3.1 vs 5.2 on the
-                       SmallCNN, less ASR on patch and watermark backdoors, but more on Blend, WaNet and
-                       all-to-all (mean ASR 10.1 vs 8.6 and 13.0 vs 7.2), so it is off by default. Fast
-                       backends only; the clean images of a step then share one forward.                     0
+                       function far more than their size suggests. With β > 0 the targeted hunt's radius
+                       grows (targeted_norm_max): masks kept from moving the statistics no longer erase a
+                       dense backdoor by collateral damage, so its trigger must be found at its own size.
+                       Measured (docs/EFFICACY.md, rounds 10-11; Fashion-MNIST, one image per class, 3 seeds,
+                       6 attacks) with β = 10: on the small ResNet mean ASR 7.3 vs 8.6 and accuracy drop 7.3
+                       vs 8.0 (Blend 3.9 vs 11.1; WaNet 9.8 vs 4.8), on the SmallCNN 11.9 vs 7.2 and 4.0 vs
+                       5.2 (all-to-all 45.2 vs 23.3): it helps the deeper BatchNorm network and hurts the
+                       shallow one, so it is off by default. Fast backends only; the clean images of a step
+                       then share one forward.                                                              0
         select_epoch:  keep the masks of the outer epoch with the lowest label-free score instead of
                        the last epoch's: the freshly recovered trigger's own attack success (largest
                        share of the clean images it sends to one class they were not predicted as)
@@ -134,6 +140,14 @@ class AWMConfig:
                        larger of 10 (a 3x3 patch) and 2.55% of the pixels at full contrast (20 on
                        28x28): small, so that only a backdoor class is reachable (round 6), large enough
                        for a watermark (round 8).
+        targeted_norm_max: the largest radius the hunt for the suspect's trigger grows to. After an epoch whose
+                       best trigger no longer reaches the suspect (mean cross-entropy above 1), the next epoch
+                       searches 1.5 times the radius, up to this: masks that erased a patch-sized stand-in of a
+                       dense trigger (Blend) need not have erased the trigger itself, and a larger search finds it
+                       again. None = 4 x targeted_norm (80 on 28x28) when bn_drift_weight > 0, else targeted_norm
+                       (a fixed radius, as in rounds 6-10). Measured (docs/EFFICACY.md, round 11): with the
+                       penalty it is what keeps Blend erased; without it a larger trigger costs accuracy (small
+                       ResNet BadNets 65.0 vs 72.9).
         trigger_restarts: candidates per class of the targeted search's first epoch; the first
                        starts at zero, the others at random points of L1 norm targeted_norm / 2.   4
         one_shot_filter: keep only the augmented copies the original model assigns to their source
@@ -197,6 +211,7 @@ class AWMConfig:
     augment_beyond_one_shot: bool | None = None
     trigger_search: str | None = None
     targeted_norm: float | None = None
+    targeted_norm_max: float | None = None
     trigger_restarts: int = 4
     inplace: bool = False
     log_every: int = 1
@@ -255,7 +270,7 @@ class AWMConfig:
         if not (isinstance(self.bn_drift_weight, int | float) and math.isfinite(self.bn_drift_weight)
                 and self.bn_drift_weight >= 0):
             raise ValueError(f"bn_drift_weight must be finite and >= 0, got {self.bn_drift_weight!r}")
-        for name in ("trigger_norm", "targeted_norm"):
+        for name in ("trigger_norm", "targeted_norm", "targeted_norm_max"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be finite and > 0, got {value}")
@@ -295,6 +310,12 @@ class AWMConfig:
         steps = self.steps
         if steps is None:
             steps = max(1, num_samples // self.batch_size) * self.inner
+        targeted_norm = float(self.targeted_norm or _targeted_norm(input_numel, input_channels))
+        targeted_norm_max = self.targeted_norm_max
+        if targeted_norm_max is None:  # round 11: the growing hunt pays off with the BatchNorm penalty only
+            targeted_norm_max = TARGETED_NORM_MAX_FACTOR * targeted_norm if self.bn_drift_weight else targeted_norm
+        if targeted_norm_max < targeted_norm:
+            raise ValueError(f"targeted_norm_max must be >= targeted_norm ({targeted_norm}), got {targeted_norm_max}")
         distill_weight = self.distill_weight
         if distill_weight is None:
             distill_weight = IMPROVED_DISTILL_WEIGHT if improved else 0.0
@@ -309,7 +330,8 @@ class AWMConfig:
             trigger_search=self.resolved_trigger_search(),
             one_shot_filter=self.one_shot_filter if self.one_shot_filter is not None else improved,
             augment_beyond_one_shot=self.resolved_augment_beyond_one_shot(),
-            targeted_norm=float(self.targeted_norm or _targeted_norm(input_numel, input_channels)),
+            targeted_norm=targeted_norm,
+            targeted_norm_max=float(targeted_norm_max),
             mask_layers=self.mask_layers if self.mask_layers is not None else "conv",
             projection=self.projection if self.projection is not None else "rescale",
             input_bounds=_bounds(self.input_bounds),

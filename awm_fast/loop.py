@@ -422,6 +422,7 @@ class AWMLoop:
                   "trigger_l1": stats[5], "lr_mask": lr}
         if self.search is not None:
             record["suspect_class"] = float(self.search.suspect)
+            record["search_radius"] = float(self.search.radius)  # the radius of the next epoch's hunt
         if self.eval_fn is not None:
             with torch.no_grad():
                 record.update(self.eval_fn(self.model))

@@ -1,4 +1,4 @@
-"""The targeted trigger search of AWMConfig.trigger_search="targeted" (docs/EFFICACY.md, rounds 6 and 7).
+"""The targeted trigger search of AWMConfig.trigger_search="targeted" (docs/EFFICACY.md, rounds 6, 7 and 11).
 
 A backdoor makes its target class reachable from any image by a small patch; a clean class is not. The first
 search (outer epoch 1, on the unmasked model) names the target: for every class c, `trigger_restarts`
@@ -8,9 +8,11 @@ whose best candidate reaches it most easily (lowest cross-entropy) is the suspec
 later search hunts for its trigger against the current masks, continuing the best candidate so far beside
 fresh random ones, and that one trigger drives the mask step. Round 7 measured why: a search free to switch
 classes leaves the backdoor once the masks resist its first trigger, and a warm-started candidate alone gets
-stuck where the masks learned to resist it. The search images are the few-shot images and their kept
-augmented copies: a trigger that must work on all of them is universal, as a backdoor's is, rather than an
-adversarial perturbation of ten images.
+stuck where the masks learned to resist it. When the hunt's best trigger no longer reaches the suspect, the next
+hunt searches a larger radius, up to targeted_norm_max (round 11; by default only with bn_drift_weight, whose
+masks no longer erase a dense trigger by collateral damage to the BatchNorm statistics). The search images are
+the few-shot images and their kept augmented copies: a trigger that must work on all of them is universal, as a
+backdoor's is, rather than an adversarial perturbation of ten images.
 
 warp_suspect does the same for warping backdoors, which no additive patch names: per class, a half-pixel
 smooth flow field; a class such warps reach is a warping backdoor's target.
@@ -30,9 +32,15 @@ from awm_fast.config import AWMConfig
 
 # Measured with these values (round 6):
 TARGETED_STEPS = 10  # descent steps per outer epoch (the suspect's best candidate continues across epochs)
-TARGETED_STEP_SIZE = 0.5  # each step moves a candidate by this fraction of targeted_norm in L1, then projects
+TARGETED_STEP_SIZE = 0.5  # each step moves a candidate by this fraction of the radius in L1, then projects
 TARGETED_MAX_IMAGES = 64  # at most this many search images per step (a fresh random subset when there are more)
 TARGETED_FRESH = 8  # once the suspect is named: fresh random candidates per epoch beside the best one so far
+# The hunt's radius grows (round 11): after an epoch whose best trigger no longer reaches the suspect (mean
+# cross-entropy above TARGETED_REACH_CE, the warp check's threshold), the next epoch searches a radius
+# TARGETED_GROWTH times larger, up to targeted_norm_max. A dense backdoor (Blend) outlives the masks that erased
+# its patch-sized stand-in; a larger trigger finds it again.
+TARGETED_REACH_CE = 1.0
+TARGETED_GROWTH = 1.5  # measured with this factor and targeted_norm_max = 4 x targeted_norm (round 11)
 # The warp check (warp_suspect), measured on Fashion-MNIST with these values (round 6):
 WARP_GRID = 4  # control points per side of the smooth flow field, upsampled bicubically to H x W
 WARP_BUDGET = 1.0  # largest displacement, in units of 1/H of the normalised [-1, 1] coordinates (half a pixel)
@@ -58,6 +66,7 @@ class TargetedSearch:
         self.chunk = forward_chunk(cfg, x.device)
         self.suspect = suspect  # the suspected target class, named by the first search (or given) and kept
         self.best = None  # [C, H, W] the suspect's trigger of the last search
+        self.radius = cfg.targeted_norm  # L1 radius of the candidates; grows up to cfg.targeted_norm_max
 
     def recover(self) -> tuple[torch.Tensor, torch.Tensor, int]:
         """One epoch of the search: (the suspect's trigger [1, C, H, W], its mean cross-entropy to the suspect
@@ -81,6 +90,8 @@ class TargetedSearch:
             chosen = self.suspect * restarts + int(per_class[self.suspect].argmin())
         else:
             chosen = int(losses.argmin())
+            if float(losses[chosen]) > TARGETED_REACH_CE:  # the masks resist a trigger of this size: look wider
+                self.radius = min(self.radius * TARGETED_GROWTH, self.cfg.targeted_norm_max)
         self.best = candidates[chosen]
         return self.best[None].clone(), losses[chosen], self.suspect
 
@@ -103,8 +114,7 @@ class TargetedSearch:
             # Descent with a step of fixed L1 length whatever the gradient's scale (it shrinks as CE falls).
             norms = grad.flatten(1).abs().sum(dim=1).clamp(min=torch.finfo(grad.dtype).tiny)
             direction = -grad / norms.view(-1, *[1] * (grad.dim() - 1))
-            ops.trigger_step(candidates, direction, TARGETED_STEP_SIZE * cfg.targeted_norm, cfg.targeted_norm,
-                             "plain", "exact")
+            ops.trigger_step(candidates, direction, TARGETED_STEP_SIZE * self.radius, self.radius, "plain", "exact")
         return candidates, losses
 
     def _num_classes(self) -> int:
@@ -112,10 +122,10 @@ class TargetedSearch:
             return self.model(self.x[:1]).shape[1]
 
     def _random_candidates(self, count: int) -> torch.Tensor:
-        """[count, C, H, W] random points of L1 norm targeted_norm / 2 (uniform noise, rescaled), on the device."""
+        """[count, C, H, W] random points of L1 norm radius / 2 (uniform noise, rescaled), on the device."""
         noise = torch.rand((count, *self.x.shape[1:]), generator=self.generator) * 2 - 1
         norms = noise.flatten(1).abs().sum(1).view(-1, *[1] * (noise.dim() - 1))
-        return (noise * (0.5 * self.cfg.targeted_norm / norms)).to(self.device)
+        return (noise * (0.5 * self.radius / norms)).to(self.device)
 
     def _batch_rows(self) -> torch.Tensor:
         """Row indices of this step's search images: all of them, or a fresh random subset of

@@ -13,6 +13,8 @@ from awm_fast.inputs import augment_one_shot_consistent
 from awm_fast.ops.trigger import reference_project_l1_ball
 from awm_fast.search import (
     TARGETED_FRESH,
+    TARGETED_GROWTH,
+    TARGETED_REACH_CE,
     TARGETED_STEP_SIZE,
     TARGETED_STEPS,
     WARP_MAX_IMAGES,
@@ -154,6 +156,42 @@ def test_the_suspect_named_first_is_kept_when_another_class_gets_easier():
     assert float(trigger.flatten()[0]) <= 0  # it darkens the new pixel if anything: still aiming at the suspect
 
 
+def test_the_hunt_radius_grows_while_the_masks_keep_the_suspect_out_of_reach_and_stops_at_the_cap():
+    model, (x, _) = planted_backdoor_model(), planted_backdoor_data()
+    cfg = AWMConfig(targeted_norm=1.0, targeted_norm_max=3.0).resolve(64, len(x))
+    search = TargetedSearch(model, x, cfg, torch.Generator().manual_seed(0))
+    assert search.recover()[2] == BACKDOOR_CLASS and search.radius == 1.0  # naming never grows the radius
+    for _ in range(2):  # the backdoor pixel still reaches the suspect: the radius stays
+        _, loss, _ = search.recover()
+        assert float(loss) < TARGETED_REACH_CE and search.radius == 1.0
+    with torch.no_grad():  # as if the masks had cut the backdoor pixel: a radius of 1 no longer reaches class 2
+        model[2].weight[BACKDOOR_CLASS, CORNER] = 0.0
+    radii = []
+    for _ in range(4):
+        used = search.radius
+        trigger, loss, suspect = search.recover()
+        assert suspect == BACKDOOR_CLASS and float(trigger.abs().sum()) <= used + 1e-5  # inside this epoch's ball
+        assert float(loss) > TARGETED_REACH_CE
+        radii.append(search.radius)
+    assert radii == pytest.approx([TARGETED_GROWTH, TARGETED_GROWTH ** 2, 3.0, 3.0])
+
+
+def test_purify_logs_the_hunt_radius_which_grows_only_up_to_targeted_norm_max():
+    model, (x, y) = planted_backdoor_model(), planted_backdoor_data()
+    with torch.no_grad():
+        model[2].weight[BACKDOOR_CLASS, CORNER] = 0.0  # no backdoor: no class is reachable at radius 1
+    grown = awm_fast.purify(model, (x, y), trigger_search="targeted", targeted_norm=1.0, targeted_norm_max=2.0,
+                            outer=3, backend="torch", mask_layers="linear")
+    assert [record["search_radius"] for record in grown.history] == pytest.approx([1.0, 1.5, 2.0])
+    fixed = awm_fast.purify(model, (x, y), trigger_search="targeted", targeted_norm=1.0, outer=3, backend="torch",
+                            mask_layers="linear")  # no bn_drift_weight: the radius stays
+    assert [record["search_radius"] for record in fixed.history] == [1.0] * 3
+    assert float(fixed.trigger.abs().sum()) <= 1.0 + 1e-5
+    penalised = awm_fast.purify(model, (x, y), trigger_search="targeted", targeted_norm=1.0, bn_drift_weight=1.0,
+                                outer=3, backend="torch", mask_layers="linear")  # the penalty brings the growth
+    assert [record["search_radius"] for record in penalised.history] == pytest.approx([1.0, 1.5, 2.25])
+
+
 def test_more_images_than_a_search_batch_run_on_random_subsets_deterministically():
     model, (x, y) = tiny_cnn(), tiny_data(per_class=20)  # 80 images > TARGETED_MAX_IMAGES
     runs = [awm_fast.purify(model, (x, y), trigger_search="targeted", outer=2, inner=1, batch_size=16,
@@ -170,6 +208,8 @@ def test_more_images_than_a_search_batch_run_on_random_subsets_deterministically
     (dict(targeted_norm=0.0), "targeted_norm must be finite and > 0"),
     (dict(targeted_norm=float("inf")), "targeted_norm must be finite and > 0"),
     (dict(trigger_restarts=0), "trigger_restarts must be an int >= 1"),
+    (dict(targeted_norm_max=-1.0), "targeted_norm_max must be finite and > 0"),
+    (dict(targeted_norm_max=float("nan")), "targeted_norm_max must be finite and > 0"),
 ])
 def test_the_targeted_options_are_validated(options, message):
     with pytest.raises(ValueError, match=message):
@@ -196,6 +236,17 @@ def test_improved_mode_searches_targeted_with_a_radius_that_grows_with_the_image
     paper = awm_fast.purify(tiny_cnn(), tiny_data(), mode="paper", outer=1, backend="torch")
     assert "suspect_class" not in paper.history[0]  # the paper's search suspects no class
 
+
+
+def test_the_hunt_radius_grows_to_four_times_targeted_norm_with_the_batchnorm_penalty_only_unless_told():
+    assert AWMConfig().resolve(28 * 28, 100).targeted_norm_max == 20.0  # fixed: the default has no penalty
+    assert AWMConfig(bn_drift_weight=10).resolve(28 * 28, 100).targeted_norm_max == pytest.approx(80.0)
+    assert AWMConfig(targeted_norm=4.0, bn_drift_weight=1).resolve(64, 100).targeted_norm_max == 16.0
+    assert AWMConfig(targeted_norm=4.0, targeted_norm_max=6.0).resolve(64, 100).targeted_norm_max == 6.0
+    assert AWMConfig(targeted_norm=4.0, targeted_norm_max=4.0, bn_drift_weight=1).resolve(64, 100) \
+        .targeted_norm_max == 4.0
+    with pytest.raises(ValueError, match=r"targeted_norm_max must be >= targeted_norm \(20.0\), got 10.0"):
+        AWMConfig(targeted_norm_max=10.0).resolve(28 * 28, 100)
 
 
 class ResamplingBackdoor(nn.Module):
