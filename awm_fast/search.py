@@ -90,7 +90,8 @@ class TargetedSearch:
             chosen = self.suspect * restarts + int(per_class[self.suspect].argmin())
         else:
             chosen = int(losses.argmin())
-            if float(losses[chosen]) > TARGETED_REACH_CE:  # the masks resist a trigger of this size: look wider
+            # The masks resist a trigger of this size: look wider (the host reads the loss only while it can grow).
+            if self.radius < self.cfg.targeted_norm_max and float(losses[chosen]) > TARGETED_REACH_CE:
                 self.radius = min(self.radius * TARGETED_GROWTH, self.cfg.targeted_norm_max)
         self.best = candidates[chosen]
         return self.best[None].clone(), losses[chosen], self.suspect
