@@ -149,7 +149,8 @@ class AWMConfig:
                        penalty it is what keeps Blend erased; without it a larger trigger costs accuracy (small
                        ResNet BadNets 65.0 vs 72.9).
         trigger_restarts: candidates per class of the targeted search's first epoch; the first
-                       starts at zero, the others at random points of L1 norm targeted_norm / 2.   4
+                       starts at zero, the others at random points of L1 norm targeted_norm / 2
+                       (later fresh candidates: half the hunt's current radius).                    4
         one_shot_filter: keep only the augmented copies the original model assigns to their source
                        image's label (awm_fast.inputs.augment_one_shot_consistent). Measured (round
                        5 of docs/EFFICACY.md): most of the authors' copies are not label-consistent;
