@@ -1,57 +1,28 @@
-# Probe variants of the trigger search on one case: python probe.py MODEL ATTACK:SEED VARIANT ['json overrides']
-# VARIANT: default |
-#          grow:CE:FACTOR:CAP (after each hunting epoch whose best trigger's cross-entropy to the suspect exceeds CE,
-#              the targeted radius is multiplied by FACTOR for the next epoch, up to CAP times its start) |
-#          warp:STEPS (when the warp check names a suspect, the mask step is driven by a smooth flow field fitted to
-#              send the images to the suspect, refitted for STEPS Adam steps against the current masks every epoch,
-#              instead of an additive trigger) | both combined with "+" (grow:1:1.5:4+warp:30).
-# Overrides are purify keywords. Environment as docs/round10/probe.py: EPOCHS (default 10; 3 for the SmallCNN),
-# EVAL (default 1000), FINAL=1 prints one RESULT line instead of the per-epoch ACC/ASR.
-import dataclasses
-import json
+# The warp-driven mask step of round 11 on one case: python probe.py MODEL ATTACK:SEED warp:STEPS ['json overrides']
+# When the warp check names a suspect, the mask step is driven by a smooth flow field (search._warp) fitted to send
+# the search images to the suspect, refitted for STEPS Adam steps against the current masks every epoch, instead of
+# an additive trigger. Any other VARIANT runs the tree. The run itself (model, data, evaluation, the RESULT line) is
+# docs/round10/probe.py's, with its environment: EPOCHS (default 10; 3 for the SmallCNN), EVAL, FINAL=1.
+# The round's grow:1:1.5:4 screen (screen_runs.txt) was a monkeypatch of the hunt in this script, since built as
+# purify's targeted_norm_max with the same rule: `python docs/round10/probe.py small-resnet blend:1 default
+# '{"targeted_norm_max": 80}'` runs it.
+import importlib
 import os
+import runpy
 import sys
-import time
 import types
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "round5"))
-import importlib
-
-from cases import load_case
-
-import awm_fast
-from awm_fast import loop, ops, search, study
+from awm_fast import loop, ops, search
 
 purify_module = importlib.import_module("awm_fast.purify")  # the package's `purify` attribute is the function
-
-model_name, (attack_name, seed) = sys.argv[1], sys.argv[2].rsplit(":", 1)
 variant = sys.argv[3]
-overrides = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
-parts = {part.split(":")[0]: part.split(":")[1:] for part in variant.split("+")}
-log = {"radius": [], "warp_ce": []}
-
-if "grow" in parts:
-    grow_ce, grow_factor, grow_cap = map(float, parts["grow"])
-    original_recover = search.TargetedSearch.recover
-
-    def recover_growing(self):
-        naming = self.suspect is None or self.best is None
-        start = getattr(self, "start_radius", None) or self.cfg.targeted_norm
-        self.start_radius = start
-        trigger, loss, suspect = original_recover(self)
-        if not naming and float(loss) > grow_ce:
-            radius = min(self.cfg.targeted_norm * grow_factor, grow_cap * start)
-            self.cfg = dataclasses.replace(self.cfg, targeted_norm=radius)
-        log["radius"].append(self.cfg.targeted_norm)
-        return trigger, loss, suspect
-
-    search.TargetedSearch.recover = recover_growing
+warp_ce = []  # the fitted warp's cross-entropy to the suspect, per epoch
 
 warp_state = {"suspect": None, "theta": None}
-if "warp" in parts:
-    warp_steps = int(parts["warp"][0])
+if variant.startswith("warp:"):
+    warp_steps = int(variant.split(":")[1])
     original_suspect = purify_module.warp_suspect
 
     def remember_suspect(model, x, cfg, generator=None):
@@ -79,7 +50,7 @@ if "warp" in parts:
             search._warp(x, theta).backward(grad)
             optimizer.step()
         warp_state["theta"] = theta.detach()
-        log["warp_ce"].append(float(losses[0]))
+        warp_ce.append(float(losses[0]))
         self.suspect = warp_state["suspect"]
         return torch.zeros(1, *x.shape[1:], device=x.device), losses[0], self.suspect
 
@@ -93,33 +64,6 @@ if "warp" in parts:
     loop.ops = types.SimpleNamespace(**{name: getattr(ops, name) for name in dir(ops) if not name.startswith("__")})
     loop.ops.apply_triggers = apply_triggers
 
-model, attack, (x, y), (x_eval, y_eval) = load_case(attack_name, int(seed), "fashion-mnist", model_name,
-                                                    int(os.environ.get("EPOCHS", 10)),
-                                                    eval_images=int(os.environ.get("EVAL", 1000)))
-final_only = os.environ.get("FINAL") == "1"
-
-
-def evaluate(model):
-    metrics = study._metrics(model, x_eval, y_eval, attack)
-    return {"acc": metrics["acc"], "asr": metrics["asr"]}
-
-
-before = evaluate(model)
-print(f"{sys.argv[2]} {model_name} {variant} {json.dumps(overrides)} before: "
-      f"ACC {100 * before['acc']:.1f} ASR {100 * before['asr']:.1f}", flush=True)
-start = time.perf_counter()
-result = awm_fast.purify(model, (x, y), backend="torch", seed=int(seed), eval_fn=None if final_only else evaluate,
-                         **overrides)
-seconds = time.perf_counter() - start
-extra = "".join(f" {key} {[round(v, 2) for v in values]}" for key, values in log.items() if values)
-if final_only:
-    after = evaluate(result.model)
-    print(f"RESULT {model_name} {attack_name} {seed} {variant} {json.dumps(overrides)} "
-          f"ACC {100 * before['acc']:.1f} -> {100 * after['acc']:.1f} "
-          f"ASR {100 * before['asr']:.1f} -> {100 * after['asr']:.1f} {seconds:.0f} s{extra}",
-          flush=True)
-for record in [] if final_only else result.history:
-    print(f"  epoch {record['epoch']:2d}  mask mean {record['mask_mean']:.4f}  ACC {100 * record['acc']:.1f}  "
-          f"ASR {100 * record['asr']:.1f}  search CE {record['ascent_loss']:.3f}  "
-          f"next radius {record.get('search_radius', float('nan')):.1f}", flush=True)
-print(extra, flush=True)
+runpy.run_path(os.path.join(os.path.dirname(__file__), "..", "round10", "probe.py"), run_name="__main__")
+if warp_ce:
+    print(f"warp_ce {[round(value, 2) for value in warp_ce]}", flush=True)
