@@ -183,13 +183,18 @@ def test_purify_logs_the_hunt_radius_which_grows_only_up_to_targeted_norm_max():
     grown = awm_fast.purify(model, (x, y), trigger_search="targeted", targeted_norm=1.0, targeted_norm_max=2.0,
                             outer=3, backend="torch", mask_layers="linear")
     assert [record["search_radius"] for record in grown.history] == pytest.approx([1.0, 1.5, 2.0])
-    fixed = awm_fast.purify(model, (x, y), trigger_search="targeted", targeted_norm=1.0, outer=3, backend="torch",
-                            mask_layers="linear")  # no bn_drift_weight: the radius stays
+    fixed = awm_fast.purify(model, (x, y), trigger_search="targeted", targeted_norm=1.0, targeted_norm_max=1.0,
+                            outer=3, backend="torch", mask_layers="linear")
     assert [record["search_radius"] for record in fixed.history] == [1.0] * 3
     assert float(fixed.trigger.abs().sum()) <= 1.0 + 1e-5
-    penalised = awm_fast.purify(model, (x, y), trigger_search="targeted", targeted_norm=1.0, bn_drift_weight=1.0,
-                                outer=3, backend="torch", mask_layers="linear")  # the penalty brings the growth
-    assert [record["search_radius"] for record in penalised.history] == pytest.approx([1.0, 1.5, 2.25])
+    # By default: growth with two images per class (these data), none at one shot unless the penalty is on.
+    runs = {name: awm_fast.purify(model, data, trigger_search="targeted", targeted_norm=1.0, outer=3,
+                                  backend="torch", mask_layers="linear", **options)
+            for name, data, options in [("two per class", (x, y), {}), ("one shot", (x[::2], y[::2]), {}),
+                                        ("one shot, penalty", (x[::2], y[::2]), {"bn_drift_weight": 1.0})]}
+    radii = {name: [record["search_radius"] for record in run.history] for name, run in runs.items()}
+    assert radii == {"two per class": pytest.approx([1.0, 1.5, 2.25]), "one shot": [1.0] * 3,
+                     "one shot, penalty": pytest.approx([1.0, 1.5, 2.25])}
 
 
 def test_more_images_than_a_search_batch_run_on_random_subsets_deterministically():
@@ -238,8 +243,9 @@ def test_improved_mode_searches_targeted_with_a_radius_that_grows_with_the_image
 
 
 
-def test_the_hunt_radius_grows_to_four_times_targeted_norm_with_the_batchnorm_penalty_only_unless_told():
-    assert AWMConfig().resolve(28 * 28, 100).targeted_norm_max == 20.0  # fixed: the default has no penalty
+def test_the_hunt_radius_grows_to_four_times_targeted_norm_beyond_one_shot_or_with_the_penalty_unless_told():
+    assert AWMConfig().resolve(28 * 28, 100).targeted_norm_max == 20.0  # fixed at one shot without the penalty
+    assert AWMConfig().resolve(28 * 28, 200, one_shot=False).targeted_norm_max == pytest.approx(80.0)
     assert AWMConfig(bn_drift_weight=10).resolve(28 * 28, 100).targeted_norm_max == pytest.approx(80.0)
     assert AWMConfig(targeted_norm=4.0, bn_drift_weight=1).resolve(64, 100).targeted_norm_max == 16.0
     assert AWMConfig(targeted_norm=4.0, targeted_norm_max=6.0).resolve(64, 100).targeted_norm_max == 6.0
