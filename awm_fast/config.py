@@ -166,7 +166,8 @@ class AWMConfig:
                    (trigger_search, one_shot_filter) and the CE + 0.1·KL clean term (distill_weight);
                    its untargeted search, if chosen, projects the trigger after every ascent step.
                    Chosen for one image per class, and since round 8 its copies and warp check run at
-                   every shot count (augment_beyond_one_shot; docs/EFFICACY.md, round 8).
+                   every shot count (augment_beyond_one_shot; docs/EFFICACY.md, round 8); since round 11
+                   its hunt's radius grows beyond one shot (targeted_norm_max).
                    "paper" runs the authors' procedure step by step (the only mode backend="reference"
                    runs).
         backend:   "auto" | "reference" | "torch" | "triton" (see awm_fast.ops).
