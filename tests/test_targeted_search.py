@@ -170,7 +170,8 @@ def test_the_hunt_radius_grows_while_the_masks_keep_the_suspect_out_of_reach_and
     for _ in range(4):
         used = search.radius
         trigger, loss, suspect = search.recover()
-        assert suspect == BACKDOOR_CLASS and float(trigger.abs().sum()) <= used + 1e-5  # inside this epoch's ball
+        # Out of reach, the descent spends this epoch's whole budget: the trigger lies on its ball's surface.
+        assert suspect == BACKDOOR_CLASS and float(trigger.abs().sum()) == pytest.approx(used, rel=1e-4)
         assert float(loss) > TARGETED_REACH_CE
         radii.append(search.radius)
     assert radii == pytest.approx([TARGETED_GROWTH, TARGETED_GROWTH ** 2, 3.0, 3.0])
