@@ -9,8 +9,8 @@ later search hunts for its trigger against the current masks, continuing the bes
 fresh random ones, and that one trigger drives the mask step. Round 7 measured why: a search free to switch
 classes leaves the backdoor once the masks resist its first trigger, and a warm-started candidate alone gets
 stuck where the masks learned to resist it. When the hunt's best trigger no longer reaches the suspect, the next
-hunt searches a larger radius, up to targeted_norm_max (round 11; by default only with bn_drift_weight, whose
-masks no longer erase a dense trigger by collateral damage to the BatchNorm statistics). The search images are
+hunt searches a larger radius, up to targeted_norm_max (round 11; by default beyond one image per class, or with
+bn_drift_weight, where the masks no longer erase a dense trigger by collateral damage). The search images are
 the few-shot images and their kept augmented copies: a trigger that must work on all of them is universal, as a
 backdoor's is, rather than an adversarial perturbation of ten images.
 
