@@ -39,7 +39,7 @@ from awm_fast.batching import autocast, chunks, distinct, forward_chunk
 from awm_fast.bn_drift import BatchNormDrift
 from awm_fast.config import AWMConfig
 from awm_fast.masking import AttachedMasks
-from awm_fast.search import TargetedSearch
+from awm_fast.search import TargetedSearch, random_l1_points
 
 SHRINK_LR = 1e-3  # the authors' lr1: Adam learning rate of the optional shrink warm-up
 
@@ -274,9 +274,8 @@ class AWMLoop:
         triggers = torch.zeros(shape)
         restarts = [row for row in range(1, k) if row != k - self.cfg.sparse_triggers]
         if restarts:
-            noise = torch.rand((len(restarts), *shape[1:]), generator=self.generator) * 2 - 1
-            norms = noise.flatten(1).abs().sum(1).view(-1, *[1] * (len(shape) - 1))
-            triggers[restarts] = noise * (0.5 * self.cfg.trigger_norm / norms)
+            triggers[restarts] = random_l1_points(len(restarts), shape[1:], 0.5 * self.cfg.trigger_norm,
+                                                  self.generator)
         return triggers.to(self.device)
 
     # ---- step 2: mask update (outer min) ---------------------------------------------------------------

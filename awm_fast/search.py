@@ -123,10 +123,8 @@ class TargetedSearch:
             return self.model(self.x[:1]).shape[1]
 
     def _random_candidates(self, count: int) -> torch.Tensor:
-        """[count, C, H, W] random points of L1 norm radius / 2 (uniform noise, rescaled), on the device."""
-        noise = torch.rand((count, *self.x.shape[1:]), generator=self.generator) * 2 - 1
-        norms = noise.flatten(1).abs().sum(1).view(-1, *[1] * (noise.dim() - 1))
-        return (noise * (0.5 * self.radius / norms)).to(self.device)
+        """[count, C, H, W] random points of L1 norm radius / 2, on the device."""
+        return random_l1_points(count, self.x.shape[1:], 0.5 * self.radius, self.generator).to(self.device)
 
     def _batch_rows(self) -> torch.Tensor:
         """Row indices of this step's search images: all of them, or a fresh random subset of
@@ -135,6 +133,14 @@ class TargetedSearch:
         if count <= TARGETED_MAX_IMAGES:
             return torch.arange(count, device=self.device)
         return torch.randperm(count, generator=self.generator)[:TARGETED_MAX_IMAGES].to(self.device)
+
+
+def random_l1_points(count: int, shape: tuple[int, ...], norm: float, generator: torch.Generator) -> torch.Tensor:
+    """[count, *shape] fp32 CPU points of L1 norm `norm` each: uniform noise in [-1, 1], rescaled. The random starts
+    of the trigger searches (targeted candidates, the untargeted search's restarts)."""
+    noise = torch.rand((count, *shape), generator=generator) * 2 - 1
+    norms = noise.flatten(1).abs().sum(1).view(-1, *[1] * len(shape))
+    return noise * (norm / norms)
 
 
 def warp_suspect(model: nn.Module, x: torch.Tensor, cfg: AWMConfig,
