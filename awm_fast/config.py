@@ -153,6 +153,17 @@ class AWMConfig:
         trigger_restarts: candidates per class of the targeted search's first epoch; the first
                        starts at zero, the others at random points of L1 norm targeted_norm / 2
                        (later fresh candidates: half the hunt's current radius).                    4
+        all_to_all_check: after naming the suspect, the targeted search checks for an all-to-all backdoor
+                       (class s to s + 1: no one class is reachable from every image): a universal trigger
+                       of the same radius that moves the images off their own labels, a move to the suspect
+                       (or to a class the first such trigger piles them on) counting as none. When it moves
+                       at least half of them and where an image goes depends on where it comes from (the
+                       effective number of source-to-destination channels is at least a third of the classes
+                       left), the hunt keeps that objective instead of the suspect's. Its draws come from a
+                       generator of its own: where it finds nothing, purify's result is what it was without it.
+                       Measured (docs/EFFICACY.md, round 12; Fashion-MNIST, one image per class): it finds
+                       the three all-to-all SmallCNNs, two of the three small ResNets, and none of the
+                       other attacks' models.                                                             True
         one_shot_filter: keep only the augmented copies the original model assigns to their source
                        image's label (awm_fast.inputs.augment_one_shot_consistent). Measured (round
                        5 of docs/EFFICACY.md): most of the authors' copies are not label-consistent;
@@ -217,6 +228,7 @@ class AWMConfig:
     targeted_norm: float | None = None
     targeted_norm_max: float | None = None
     trigger_restarts: int = 4
+    all_to_all_check: bool = True
     inplace: bool = False
     log_every: int = 1
     forward_chunk: int | None = None
@@ -259,6 +271,8 @@ class AWMConfig:
         for name in ("one_shot_filter", "augment_beyond_one_shot"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool or None, got {getattr(self, name)!r}")
+        if not isinstance(self.all_to_all_check, bool):
+            raise ValueError(f"all_to_all_check must be a bool, got {self.all_to_all_check!r}")
         if self.seed is not None:
             _check_int("seed", self.seed, minimum=0)
         if not 0.0 <= self.alpha <= 1.0:

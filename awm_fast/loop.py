@@ -421,6 +421,7 @@ class AWMLoop:
                   "trigger_l1": stats[5], "lr_mask": lr}
         if self.search is not None:
             record["suspect_class"] = float(self.search.suspect)
+            record["all_to_all"] = float(self.search.all_to_all)  # the hunt moves images off their own labels
             record["search_radius"] = float(self.search.radius)  # the radius of the next epoch's hunt
         if self.eval_fn is not None:
             with torch.no_grad():

@@ -1,0 +1,126 @@
+"""The targeted search's all-to-all check: a trigger that moves every class to a class of its own is found and hunted;
+an all-to-one backdoor's model is left to the suspect's hunt, with the draws it had without the check."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+import awm_fast
+from awm_fast.search import _away_losses, _channels
+
+from test_targeted_search import CORNER, planted_backdoor_data, planted_backdoor_model
+
+CLASSES = 5
+
+
+class PlantedAllToAll(nn.Module):
+    """1x8x8 -> 5 classes. Class c is the mean of image row c (times 10); the bottom-right pixel, which the clean
+    images keep dark, moves every class to the next: it takes 20 per unit from the logit of the class the rows say
+    and gives it to the next class (softmax-weighted, so it follows the model's own reading of the image)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1, bias=False)
+        self.read = nn.Linear(64, CLASSES, bias=False)
+        with torch.no_grad():
+            self.conv.weight.fill_(1.0)
+            self.read.weight.zero_()
+            for c in range(CLASSES):
+                self.read.weight[c, 8 * c : 8 * (c + 1)] = 10.0 / 8
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x).flatten(1)
+        base = self.read(h)
+        shift = 20.0 * h[:, CORNER, None] * base.softmax(dim=1)
+        return base - shift + shift.roll(1, dims=1)  # class s loses what class s + 1 gains
+
+
+def all_to_all_data() -> tuple[torch.Tensor, torch.Tensor]:
+    """Two images per class: dim noise, the class's row bright, the backdoor pixel dark (not black: at 0 the clamp
+    of x + Δ passes no gradient to a trigger starting at or below 0, and this test is not about the random starts)."""
+    generator = torch.Generator().manual_seed(0)
+    x = 0.2 * torch.rand(2 * CLASSES, 1, 8, 8, generator=generator)
+    y = torch.arange(CLASSES).repeat_interleave(2)
+    for i, c in enumerate(y.tolist()):
+        x[i, 0, c] += 0.7
+    x.view(len(x), -1)[:, CORNER] = 0.05
+    return x, y
+
+
+def purify_planted(model, data, **overrides):
+    options = {"targeted_norm": 1.0, "outer": 2, "backend": "torch", "one_shot_augment": 0, **overrides}
+    return awm_fast.purify(model, data, **options)
+
+
+def test_the_planted_model_is_all_to_all():
+    model, (x, y) = PlantedAllToAll(), all_to_all_data()
+    assert torch.equal(model(x).argmax(1), y)
+    triggered = x.clone()
+    triggered.view(len(x), -1)[:, CORNER] = 1.0
+    assert torch.equal(model(triggered).argmax(1), (y + 1) % CLASSES)
+
+
+def test_an_all_to_all_backdoor_is_found_and_its_pixel_hunted():
+    result = purify_planted(PlantedAllToAll(), all_to_all_data())
+    assert [record["all_to_all"] for record in result.history] == [1.0, 1.0]
+    # The hunted trigger is the backdoor pixel: most of its L1 mass, and on the original model it moves every image
+    # to the next class (the loss of leaving is bounded, so it stops growing once they have left).
+    trigger = result.trigger.flatten()
+    assert trigger.abs().argmax() == CORNER and float(trigger[CORNER]) > 0.5 * float(trigger.abs().sum())
+    x, y = all_to_all_data()
+    assert torch.equal(PlantedAllToAll()((x + result.trigger).clamp(0, 1)).argmax(1), (y + 1) % CLASSES)
+
+
+def test_an_all_to_one_backdoor_is_not_called_all_to_all_and_the_check_changes_nothing():
+    model, data = planted_backdoor_model(), planted_backdoor_data()
+    checked = purify_planted(model, data, mask_layers="linear")
+    unchecked = purify_planted(model, data, mask_layers="linear", all_to_all_check=False)
+    assert [record["all_to_all"] for record in checked.history] == [0.0, 0.0]
+    # The check draws from a generator of its own: where it finds nothing, the result is bit for bit the same.
+    assert torch.equal(checked.trigger, unchecked.trigger)
+    for name, mask in checked.masks.items():
+        assert torch.equal(mask, unchecked.masks[name])
+
+
+def test_the_check_can_be_switched_off():
+    result = purify_planted(PlantedAllToAll(), all_to_all_data(), all_to_all_check=False)
+    assert [record["all_to_all"] for record in result.history] == [0.0, 0.0]
+
+
+def test_all_to_all_check_must_be_a_bool():
+    with pytest.raises(ValueError, match="all_to_all_check must be a bool"):
+        awm_fast.AWMConfig(all_to_all_check=1).validate()
+
+
+def test_channels_counts_source_to_destination_channels():
+    source = torch.arange(6).repeat(3)
+    assert _channels(source, (source + 1) % 6, 6) == pytest.approx(6.0)  # a permutation of 6 classes
+    assert _channels(source, torch.full_like(source, 2), 6) == pytest.approx(1.0)  # a sink
+    pairs = torch.cartesian_prod(torch.arange(3), torch.arange(3))  # every source to every destination alike
+    assert _channels(pairs[:, 0], pairs[:, 1] + 3, 6) == pytest.approx(1.0)
+
+
+def test_away_losses_are_the_cross_entropy_of_leaving():
+    """Against -log(1 - p(own) - Σ p(staying)) from softmax probabilities, and its gradient from autograd."""
+    generator = torch.Generator().manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 5))
+    inputs = torch.rand(2 * 3, 1, 4, 4, generator=generator)  # 3 images under 2 perturbations
+    own, staying = torch.tensor([0, 1, 4]), [4]
+    grad, losses = _away_losses(model, inputs, 2, own, staying, awm_fast.AWMConfig(), chunk=4)
+
+    reference_inputs = inputs.clone().requires_grad_(True)
+    p = model(reference_inputs).softmax(dim=1).double()
+    owners = own.repeat(2)
+    stay = p.gather(1, owners[:, None]).squeeze(1) + p[:, 4]
+    per_image = -torch.log1p(-stay)
+    eligible = (owners != 4).double()  # the image of class 4 is staying already: it does not count
+    expected = (per_image * eligible).view(2, 3).sum(1) / 2
+    expected.sum().backward()
+    assert torch.allclose(losses.double(), expected, rtol=1e-5)
+    assert torch.allclose(grad, reference_inputs.grad, rtol=1e-4, atol=1e-7)
+    assert math.isfinite(float(losses.sum()))
