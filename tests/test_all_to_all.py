@@ -8,11 +8,10 @@ import math
 import pytest
 import torch
 import torch.nn as nn
+from test_targeted_search import CORNER, planted_backdoor_data, planted_backdoor_model
 
 import awm_fast
 from awm_fast.search import _away_losses, _channels
-
-from test_targeted_search import CORNER, planted_backdoor_data, planted_backdoor_model
 
 CLASSES = 5
 
