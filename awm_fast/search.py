@@ -28,6 +28,7 @@ smooth flow field; a class such warps reach is a warping backdoor's target.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -109,7 +110,7 @@ class TargetedSearch:
             classes = None
         else:
             classes = torch.full((candidates.shape[0],), self.suspect, device=self.device)
-        candidates, losses = self._descend(candidates, classes)
+        candidates, losses = self._descend(candidates, classes, staying=self.staying)
         if naming:
             # The class reached most easily (lowest cross-entropy of its best candidate) is the suspect.
             per_class = losses.view(-1, restarts)
@@ -140,10 +141,9 @@ class TargetedSearch:
         for _ in range(ALL_TO_ALL_SEARCHES):
             if num_classes - len(staying) < 2:  # nothing left to spread over (and leaving would be impossible)
                 break
-            self.staying = staying
             candidates = self._random_candidates(ALL_TO_ALL_RESTARTS, generator)
             candidates[0] = 0.0
-            candidates, losses = self._descend(candidates, None, ALL_TO_ALL_STEPS, generator)
+            candidates, losses = self._descend(candidates, None, ALL_TO_ALL_STEPS, generator, staying)
             best = int(losses.argmin())
             moved = self._labels(candidates[best])
             stays = torch.tensor(staying, device=self.device)
@@ -162,14 +162,14 @@ class TargetedSearch:
                 self.all_to_all, self.staying = True, staying
                 return candidates[best], losses[best]
             break
-        self.staying = []
         return None
 
     def _descend(self, candidates: torch.Tensor, classes: torch.Tensor | None, steps: int = TARGETED_STEPS,
-                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 generator: torch.Generator | None = None,
+                 staying: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
         """`steps` descent steps of candidates [K, C, H, W] toward classes [K], or with classes=None off the
-        images' own labels (self.staying counting as staying): (the candidates, each one's mean loss [K] fp32,
-        measured before the last step). generator: for the image subsets; None = the search's."""
+        images' own labels, a move to a class of `staying` counting as none: (the candidates, each one's mean loss
+        [K] fp32, measured before the last step). generator: for the image subsets; None = the search's."""
         cfg = self.cfg
         lo, hi = cfg.input_bounds
         own_labels = self._labels()  # the masks are frozen during the search: they hold for the whole epoch
@@ -179,7 +179,7 @@ class TargetedSearch:
             perturbed = ops.apply_triggers(self.x[rows], candidates, lo, hi)  # [K, U, C, H, W]
             if classes is None:
                 grad_flat, losses = _away_losses(self.model, perturbed.detach().flatten(0, 1), candidates.shape[0],
-                                                 own_labels[rows], self.staying, cfg, self.chunk)
+                                                 own_labels[rows], list(staying), cfg, self.chunk)
             else:
                 grad_flat, losses = _reach_losses(self.model, perturbed.detach().flatten(0, 1), classes,
                                                   own_labels[rows], cfg, self.chunk)
@@ -194,9 +194,12 @@ class TargetedSearch:
     def _labels(self, trigger: torch.Tensor | None = None) -> torch.Tensor:
         """The model's labels [M] int64 of the search images, under `trigger` [C, H, W] when given."""
         lo, hi = self.cfg.input_bounds
+        labels = []
         with torch.no_grad(), autocast(self.cfg, self.device):
-            return torch.cat([self.model(part if trigger is None else (part + trigger).clamp(lo, hi)).argmax(dim=1)
-                              for part in self.x.split(self.chunk)])
+            for part in self.x.split(self.chunk):
+                inputs = part if trigger is None else ops.apply_triggers(part, trigger[None], lo, hi)[0]
+                labels.append(self.model(inputs).argmax(dim=1))
+        return torch.cat(labels)
 
     def _num_classes(self) -> int:
         with torch.no_grad(), autocast(self.cfg, self.device):
@@ -282,8 +285,11 @@ def _reach_losses(model: nn.Module, inputs: torch.Tensor, classes: torch.Tensor,
     k, u = classes.shape[0], own.shape[0]
     targets = classes.repeat_interleave(u)
     eligible = (own.repeat(k) != targets).view(k, u)
-    return _mean_losses(model, inputs, eligible, lambda logits, rows: F.cross_entropy(logits, targets[rows],
-                                                                                     reduction="none"), cfg, chunk)
+
+    def reaching(logits: torch.Tensor, rows: slice) -> torch.Tensor:
+        return F.cross_entropy(logits, targets[rows], reduction="none")
+
+    return _mean_losses(model, inputs, eligible, reaching, cfg, chunk)
 
 
 def _away_losses(model: nn.Module, inputs: torch.Tensor, k: int, own: torch.Tensor, staying: list[int],
