@@ -94,6 +94,13 @@ class AWMLoop:
         self.distill_weight = 0.0 if cfg.clean_loss == "distill" else (cfg.distill_weight or 0.0)
         needs_teacher = cfg.clean_loss == "distill" or self.distill_weight > 0
         self.teacher_probs = self._teacher_probs() if needs_teacher else None
+        # Where the λ·KL term counts (1) or not (0): with distill_correct_only, only the images the original model
+        # labels right. Its soft output on the others (copies a warp suspect attracts, images a backdoor moves)
+        # would teach the masks the backdoor back (docs/EFFICACY.md, round 13).
+        self.teacher_trust = None
+        if self.teacher_probs is not None:
+            right = self.teacher_probs.argmax(dim=1) == y
+            self.teacher_trust = (right if cfg.distill_correct_only else torch.ones_like(right)).float()
         # Built while the masks are all ones: it records the original model's BatchNorm input moments.
         self.bn_drift = BatchNormDrift(model, x, cfg.batch_size, self._autocast) if cfg.bn_drift_weight else None
 
@@ -379,9 +386,9 @@ class AWMLoop:
         if self.teacher_probs is None:
             loss = F.cross_entropy(logits, self.y[rows], reduction=reduction)
         elif self.distill_weight > 0:  # CE + λ·KL(original ‖ masked); never in paper mode (λ = 0 there)
-            kl = F.kl_div(F.log_softmax(logits, dim=1), self.teacher_probs[rows],
-                          reduction="batchmean" if weights is None else "none")
-            kl = kl if weights is None else kl.sum(dim=1)
+            kl = F.kl_div(F.log_softmax(logits, dim=1), self.teacher_probs[rows], reduction="none").sum(dim=1)
+            kl = kl * self.teacher_trust[rows]  # a batch mean over all rows, untrusted ones counting 0
+            kl = kl.mean() if weights is None else kl
             loss = F.cross_entropy(logits, self.y[rows], reduction=reduction) + self.distill_weight * kl
         else:
             loss = F.kl_div(F.log_softmax(logits, dim=1), self.teacher_probs[rows],

@@ -47,6 +47,40 @@ def test_distill_weight_changes_the_ce_clean_term_and_zero_is_plain_ce():
         assert torch.equal(mask, kl_weighted.masks[name]), name
 
 
+def test_distill_correct_only_drops_the_kl_exactly_where_the_original_model_is_wrong():
+    model, (x, y) = tiny_cnn(), tiny_data()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    model.train()
+    for _ in range(60):  # fit the eight images, so that the original model labels them y
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x).argmax(dim=1), y)
+    distilled = dict(PAPER, distill_weight=2.0)
+
+    def masks(labels, **options):
+        return awm_fast.purify(model, (x, labels), **options).masks
+
+    # Labels the original model gets right everywhere: every image is distilled either way.
+    right_only, everywhere = masks(y, **distilled), masks(y, distill_correct_only=False, **distilled)
+    for name, mask in right_only.items():
+        assert torch.equal(mask, everywhere[name]), name
+    plain = masks(y, **dict(distilled, distill_weight=0.0))
+    assert any(not torch.equal(mask, plain[name]) for name, mask in right_only.items())
+    # Labels it gets wrong everywhere: no image is distilled, so the clean term is plain CE (λ = 0) ...
+    wrong = (y + 1) % 4
+    right_only, plain = masks(wrong, **distilled), masks(wrong, **dict(distilled, distill_weight=0.0))
+    for name, mask in right_only.items():
+        assert torch.equal(mask, plain[name]), name
+    # ... while distilling every image still changes the masks.
+    everywhere = masks(wrong, distill_correct_only=False, **distilled)
+    assert any(not torch.equal(mask, everywhere[name]) for name, mask in plain.items())
+    with pytest.raises(ValueError, match="distill_correct_only"):
+        AWMConfig(distill_correct_only=1).validate()
+
+
 @pytest.mark.parametrize("mode", ["paper", "improved"])
 def test_select_epoch_returns_the_masks_of_the_epoch_it_marks(mode):
     model, (x, y) = tiny_cnn(), tiny_data()
