@@ -49,3 +49,17 @@ def percent(model, x_eval, y_eval, attack):
     """'ACC/ASR' in % of `model` on the evaluation data."""
     metrics = study._metrics(model, x_eval, y_eval, attack)
     return f"{100 * metrics['acc']:.1f}/{100 * metrics['asr']:.1f}"
+
+
+def case_from_argv(argv):
+    """The scripts' `MODEL ATTACK:SEED ['json overrides']` (Fashion-MNIST; MODEL small-cnn: the 3-epoch models,
+    small-resnet: the 10-epoch ones) -> (model_name, attack_name, seed, overrides, model, attack, few,
+    (x_eval, y_eval)) as load_case gives them."""
+    import json
+
+    model_name, case = argv[1], argv[2]
+    overrides = json.loads(argv[3]) if len(argv) > 3 else {}
+    name, seed = case.rsplit(":", 1)
+    epochs = 3 if model_name == "small-cnn" else 10
+    model, attack, few, evaluation = load_case(name, int(seed), "fashion-mnist", model_name, epochs)
+    return model_name, name, int(seed), overrides, model, attack, few, evaluation
