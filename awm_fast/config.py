@@ -183,7 +183,8 @@ class AWMConfig:
 
     Execution:
         mode:      "improved" (the default): the targeted trigger search on label-consistent copies
-                   (trigger_search, one_shot_filter) and the CE + 0.1·KL clean term (distill_weight);
+                   (trigger_search, one_shot_filter) and the CE + 0.1·KL clean term (distill_weight; the KL on
+                   the images the original model labels right, distill_correct_only);
                    its untargeted search, if chosen, projects the trigger after every ascent step.
                    Chosen for one image per class, and since round 8 its copies and warp check run at
                    every shot count (augment_beyond_one_shot; docs/EFFICACY.md, round 8); since round 11

@@ -7,19 +7,15 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "round5"))
-from cases import load_case
+from cases import case_from_argv
 
 import awm_fast
 from awm_fast import study
 
-model_name, case = sys.argv[1], sys.argv[2]
-overrides = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
-name, seed = case.rsplit(":", 1)
-epochs = 3 if model_name == "small-cnn" else 10
-model, attack, few, (x_eval, y_eval) = load_case(name, int(seed), "fashion-mnist", model_name, epochs)
+model_name, name, seed, overrides, model, attack, few, (x_eval, y_eval) = case_from_argv(sys.argv)
 before = study._metrics(model, x_eval, y_eval, attack)
 start = time.time()
-result = awm_fast.purify(model, few, seed=int(seed), verbose=False,
+result = awm_fast.purify(model, few, seed=seed, verbose=False,
                          eval_fn=lambda m: study._metrics(m, x_eval[:500], y_eval[:500], attack), **overrides)
 seconds = time.time() - start
 after = study._metrics(result.model, x_eval, y_eval, attack)
