@@ -4,15 +4,13 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "round5"))
-from cases import load_case
+from cases import fashion_case
 
 import awm_fast
 
 model_name = sys.argv[1]
 for case in sys.argv[2].split(","):
-    name, seed = case.rsplit(":", 1)
-    epochs = 3 if model_name == "small-cnn" else 10
-    model, _, few, _ = load_case(name, int(seed), "fashion-mnist", model_name, epochs)
-    record = awm_fast.purify(model, few, seed=int(seed), outer=1).history[0]
+    _, seed, model, _, few, _ = fashion_case(model_name, case)
+    record = awm_fast.purify(model, few, seed=seed, outer=1).history[0]
     print(f"CHECK {model_name} {case} suspect {record['suspect_class']:.0f} all_to_all {record['all_to_all']:.0f}",
           flush=True)

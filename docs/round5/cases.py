@@ -51,15 +51,19 @@ def percent(model, x_eval, y_eval, attack):
     return f"{100 * metrics['acc']:.1f}/{100 * metrics['asr']:.1f}"
 
 
-def case_from_argv(argv):
-    """The scripts' `MODEL ATTACK:SEED ['json overrides']` (Fashion-MNIST; MODEL small-cnn: the 3-epoch models,
-    small-resnet: the 10-epoch ones) -> (model_name, attack_name, seed, overrides, model, attack, few,
-    (x_eval, y_eval)) as load_case gives them."""
-    import json
-
-    model_name, case = argv[1], argv[2]
-    overrides = json.loads(argv[3]) if len(argv) > 3 else {}
+def fashion_case(model_name, case):
+    """MODEL (small-cnn: the 3-epoch Fashion-MNIST models, small-resnet: the 10-epoch ones) and 'ATTACK:SEED' ->
+    (attack_name, seed, model, attack, few, (x_eval, y_eval)) as load_case gives them."""
     name, seed = case.rsplit(":", 1)
     epochs = 3 if model_name == "small-cnn" else 10
-    model, attack, few, evaluation = load_case(name, int(seed), "fashion-mnist", model_name, epochs)
-    return model_name, name, int(seed), overrides, model, attack, few, evaluation
+    return (name, int(seed), *load_case(name, int(seed), "fashion-mnist", model_name, epochs))
+
+
+def case_from_argv(argv):
+    """The scripts' `MODEL ATTACK:SEED ['json overrides']` -> (model_name, attack_name, seed, overrides, model,
+    attack, few, (x_eval, y_eval)) (fashion_case)."""
+    import json
+
+    overrides = json.loads(argv[3]) if len(argv) > 3 else {}
+    name, seed, *loaded = fashion_case(argv[1], argv[2])
+    return (argv[1], name, seed, overrides, *loaded)
