@@ -4,7 +4,10 @@ Grid: dataset × model × attack × shots (clean images per class) × method × 
 is trained once and cached (state_dict + nothing else) under --cache, so reruns and new methods are cheap.
 Outputs under --out: results.csv (one row per run, appended as runs finish), results.md (every run, then
 means over seeds with the bars of EFFICACY.md checked), and PNGs (recovered vs true trigger, mask-value
-histograms per layer, ACC/ASR per outer epoch).
+histograms per layer, ACC/ASR per outer epoch). Beside each row, the same architecture trained on the same images
+without poisoning (one per dataset, model and seed, cached alike) gives the attack's success rate on a model that
+never had the backdoor (`asr_clean_model`): a trigger also flips the images a clean classifier already finds
+ambiguous, and a purified model cannot be expected to do better than that.
 
 Methods (a spec each; overrides in brackets, comma-separated key=value, values parsed as Python literals):
     none                       the backdoored model itself
@@ -44,7 +47,8 @@ __all__ = ["CSV_COLUMNS", "StudySettings", "add_study_parser", "build_attack", "
 
 METHOD_KINDS = ("none", "awm-paper", "awm-improved", "ft", "anp")
 CSV_COLUMNS = ("dataset", "model", "attack", "shots", "method", "seed", "n_clean", "acc_before", "asr_before",
-               "acc_after", "asr_after", "acc_drop", "seconds", "train_seconds", "threads")
+               "acc_after", "asr_after", "acc_drop", "seconds", "train_seconds", "threads", "acc_clean_model",
+               "asr_clean_model")
 BAR_ASR, BAR_DROP, BAR_SECONDS = 5.0, 5.0, 300.0  # ASR after <= 5%, ACC drop <= 5 points, <= 5 min
 
 
@@ -55,7 +59,9 @@ class StudySettings:
     train_epochs: None = 30 on digits (1,257 images), 3 elsewhere. train_limit: train on the first N
     (shuffled) training images only. eval_limit: evaluate on at most N test images (after removing the
     purification images). history_limit: images for the per-epoch ACC/ASR of AWM (0 = no history).
-    plots: "none" | "first" (first seed of each cell) | "all".
+    plots: "none" | "first" (first seed of each cell) | "all". clean_reference: also train (or load) the
+    never-poisoned model of each dataset, model and seed and report its ACC and each attack's ASR on the same
+    evaluation images (acc_clean_model, asr_clean_model; left empty when False).
     """
 
     datasets: tuple[str, ...] = ("digits",)
@@ -76,6 +82,7 @@ class StudySettings:
     plots: str = "first"
     data_root: str | None = None
     verbose: bool = True
+    clean_reference: bool = True
 
 
 def parse_method(spec: str) -> tuple[str, dict]:
@@ -117,6 +124,14 @@ def true_trigger(attack: Attack, x: torch.Tensor) -> torch.Tensor:
 def _log(settings: StudySettings, message: str) -> None:
     if settings.verbose:
         print(f"[study] {message}", file=sys.stderr, flush=True)
+
+
+def _clean_model(settings: StudySettings, split, dataset: str, model_name: str, seed: int) -> nn.Module:
+    """The model for (dataset, model, seed) trained like the backdoored ones on the same images, none of them poisoned
+    (cached as attack "clean" at rate 0)."""
+    clean = dataclasses.replace(settings, rate=0.0)
+    unused = build_attack("badnets", split.x_train.shape[-1], split.num_classes)  # rate 0 stamps nothing
+    return _cached_model(clean, split, dataset, model_name, "clean", unused, seed)[0]
 
 
 def _cached_model(settings: StudySettings, split, dataset: str, model_name: str, attack_name: str, attack: Attack,
@@ -186,6 +201,7 @@ def run_study(settings: StudySettings) -> list[dict]:
             split = load_dataset(dataset, settings.data_root)
             image_size = split.x_train.shape[-1]
             for model_name in settings.models:
+                clean_models = {}  # seed -> the never-poisoned model, when settings.clean_reference
                 for attack_name in settings.attacks:
                     attack = build_attack(attack_name, image_size, split.num_classes)
                     for seed in settings.seeds:
@@ -197,6 +213,13 @@ def run_study(settings: StudySettings) -> list[dict]:
                             if settings.eval_limit:
                                 x_eval, y_eval = x_eval[: settings.eval_limit], y_eval[: settings.eval_limit]
                             before = _metrics(backdoored, x_eval, y_eval, attack)
+                            reference = {"acc_clean_model": "", "asr_clean_model": ""}
+                            if settings.clean_reference:
+                                if seed not in clean_models:
+                                    clean_models[seed] = _clean_model(settings, split, dataset, model_name, seed)
+                                clean = _metrics(clean_models[seed], x_eval, y_eval, attack)
+                                reference = {"acc_clean_model": round(100 * clean["acc"], 2),
+                                             "asr_clean_model": round(100 * clean["asr"], 2)}
                             x_hist, y_hist = x_eval[: settings.history_limit], y_eval[: settings.history_limit]
 
                             def eval_fn(masked, x_hist=x_hist, y_hist=y_hist, attack=attack):
@@ -217,7 +240,7 @@ def run_study(settings: StudySettings) -> list[dict]:
                                        "asr_after": round(100 * after["asr"], 2),
                                        "acc_drop": round(100 * (before["acc"] - after["acc"]), 2),
                                        "seconds": round(seconds, 2), "train_seconds": round(train_seconds, 1),
-                                       "threads": settings.threads}
+                                       "threads": settings.threads, **reference}
                                 rows.append(row)
                                 writer.writerow(row)
                                 handle.flush()
@@ -262,6 +285,8 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
     for key, members in groups.items():
         mean = {name: statistics.mean(float(m[name]) for m in members)
                 for name in ("acc_before", "asr_before", "acc_after", "asr_after", "acc_drop", "seconds")}
+        references = [float(m["asr_clean_model"]) for m in members if m.get("asr_clean_model", "") != ""]
+        mean["asr_clean_model"] = statistics.mean(references) if references else None
         passes = mean["asr_after"] <= BAR_ASR and mean["acc_drop"] <= BAR_DROP and mean["seconds"] <= BAR_SECONDS
         summary.append({**dict(zip(("dataset", "model", "attack", "shots", "method"), key, strict=True)), **mean,
                         "seeds": len(members), "passes": passes, "members": members})
@@ -275,17 +300,21 @@ def write_markdown(rows: Sequence[dict], path: Path, settings: StudySettings | N
         lines += [f"Poisoning rate {settings.rate:.0%}; backend {settings.backend}; torch threads {settings.threads}; "
                   f"eval images {settings.eval_limit or 'all'}. ACC/ASR in %, seconds = purification only.", ""]
     lines += ["## Mean over seeds", "",
-              f"Bars: ASR after ≤ {BAR_ASR:g}%, ACC drop ≤ {BAR_DROP:g} points, ≤ {BAR_SECONDS:g} s.", "",
+              f"Bars: ASR after ≤ {BAR_ASR:g}%, ACC drop ≤ {BAR_DROP:g} points, ≤ {BAR_SECONDS:g} s. "
+              "ASR clean model: the attack's success rate on the same architecture trained without poisoning "
+              "(what a classifier with no backdoor already sends to the target; - when not measured).", "",
               "| dataset | model | attack | shots | method | seeds | ACC before | ASR before | ACC after | ASR after "
-              "| ACC drop | s | bars |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| ASR clean model | ACC drop | s | bars |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for group in summarize(rows):
         members = group["members"]
         lines.append(
             f"| {group['dataset']} | {group['model']} | {group['attack']} | {group['shots']} | `{group['method']}` | "
             f"{group['seeds']} | {group['acc_before']:.1f} | {group['asr_before']:.1f} | "
             f"{_mean_std([float(m['acc_after']) for m in members])} | "
-            f"{_mean_std([float(m['asr_after']) for m in members])} | {group['acc_drop']:.1f} | "
+            f"{_mean_std([float(m['asr_after']) for m in members])} | "
+            f"{'-' if group['asr_clean_model'] is None else format(group['asr_clean_model'], '.1f')} | "
+            f"{group['acc_drop']:.1f} | "
             f"{group['seconds']:.1f} | {'pass' if group['passes'] else 'fail'} |")
     lines += ["", "## Every run", "", "| " + " | ".join(CSV_COLUMNS) + " |", "|" + "---|" * len(CSV_COLUMNS)]
     for row in rows:
@@ -328,6 +357,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plots", default=defaults.plots, choices=["none", "first", "all"])
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--no-clean-reference", dest="clean_reference", action="store_false",
+                        help="skip the never-poisoned model of each dataset, model and seed (asr_clean_model)")
 
 
 def run_study_from_args(args: argparse.Namespace) -> list[dict]:
@@ -337,7 +368,7 @@ def run_study_from_args(args: argparse.Namespace) -> list[dict]:
         methods=tuple(args.methods), seeds=tuple(args.seeds), rate=args.rate, train_epochs=args.train_epochs,
         train_limit=args.train_limit, eval_limit=args.eval_limit, history_limit=args.history_limit, out=args.out,
         cache=args.cache, backend=args.backend, threads=args.threads, plots=args.plots, data_root=args.data_root,
-        verbose=not args.quiet)
+        verbose=not args.quiet, clean_reference=args.clean_reference)
     return run_study(settings)
 
 

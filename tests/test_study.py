@@ -1,6 +1,7 @@
 """The efficacy study runner writes a sane CSV, Markdown and PNGs on a tiny digits grid, and caches models."""
 
 import csv
+import dataclasses
 
 import pytest
 
@@ -32,14 +33,49 @@ def test_tiny_digits_study_writes_csv_markdown_and_pngs(tmp_path):
             assert 0.0 <= float(row[column]) <= 100.0
         assert float(row["seconds"]) >= 0 and int(row["n_clean"]) == 10
     assert table[0]["acc_after"] == table[0]["acc_before"]  # "none" is the backdoored model itself
+    # The never-poisoned reference: one per seed, the same figures on every row of that seed.
+    assert len({(row["acc_clean_model"], row["asr_clean_model"]) for row in table}) == 1
+    assert 0.0 <= float(table[0]["asr_clean_model"]) < float(table[0]["asr_before"])
     markdown = (tmp_path / "out" / "results.md").read_text()
     assert "| digits | small-cnn | badnets | 1 | `awm-paper[outer=2,inner=1]` |" in markdown
     pngs = sorted(p.name for p in (tmp_path / "out" / "png").glob("*.png"))
     assert any(name.endswith("_trigger.png") for name in pngs)
     assert any(name.endswith("_history.png") for name in pngs)
     assert sum(name.endswith("_masks.png") for name in pngs) == 2  # AWM's weight masks, ANP's neuron masks
-    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2  # the backdoored model and the clean one
     # A rerun through the CLI entry point reuses the cached model.
     assert main(["--methods", "none", "--train-epochs", "1", "--eval-limit", "100", "--out", str(tmp_path / "o2"),
                  "--cache", str(tmp_path / "cache"), "--plots", "none", "--quiet"]) == 0
-    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
+
+
+def test_clean_reference_is_the_same_network_trained_without_poisoning(tmp_path):
+    """asr_clean_model equals the attack's success rate on a model trained here, independently, on the unpoisoned
+    images (same seed, same epochs); --no-clean-reference leaves the columns empty and trains nothing more."""
+    import torch
+
+    from awm_fast.attacks import train_backdoored
+    from awm_fast.data import few_shot_subset, load_dataset, without_indices
+    from awm_fast.metrics import attack_success_rate, clean_accuracy
+    from awm_fast.models import build_model
+    from awm_fast.study import build_attack
+
+    settings = StudySettings(attacks=("blend",), methods=("none",), train_epochs=1, eval_limit=200, plots="none",
+                             history_limit=0, out=str(tmp_path / "out"), cache=str(tmp_path / "cache"), verbose=False)
+    (row,) = run_study(settings)
+    split = load_dataset("digits")
+    torch.manual_seed(0)
+    model = build_model("small-cnn", split.x_train.shape[1], split.num_classes, split.x_train.shape[-1])
+    attack = build_attack("blend", split.x_train.shape[-1], split.num_classes)
+    train_backdoored(model, split.x_train, split.y_train, attack, rate=0.0, epochs=1, seed=0)
+    model.eval()
+    _, _, used = few_shot_subset(split.x_test, split.y_test, 1, seed=0)
+    x_eval, y_eval = without_indices(split.x_test, split.y_test, used)
+    x_eval, y_eval = x_eval[:200], y_eval[:200]
+    assert row["acc_clean_model"] == round(100 * clean_accuracy(model, x_eval, y_eval), 2)
+    assert row["asr_clean_model"] == round(100 * attack_success_rate(model, x_eval, y_eval, attack), 2)
+    assert "| ASR clean model |" in (tmp_path / "out" / "results.md").read_text()
+
+    (row,) = run_study(dataclasses.replace(settings, clean_reference=False, cache=str(tmp_path / "c2")))
+    assert (row["acc_clean_model"], row["asr_clean_model"]) == ("", "")
+    assert len(list((tmp_path / "c2").glob("*.pt"))) == 1
