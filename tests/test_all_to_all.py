@@ -11,7 +11,7 @@ import torch.nn as nn
 from test_targeted_search import CORNER, planted_backdoor_data, planted_backdoor_model
 
 import awm_fast
-from awm_fast.search import _away_losses, _channels
+from awm_fast.search import TargetedSearch, _away_losses, _channels
 
 CLASSES = 5
 
@@ -64,9 +64,28 @@ def test_the_planted_model_is_all_to_all():
     assert torch.equal(model(triggered).argmax(1), (y + 1) % CLASSES)
 
 
-def test_an_all_to_all_backdoor_is_found_and_its_pixel_hunted():
+def record_check_radii(monkeypatch) -> list[tuple[float, bool]]:
+    """Patch the check at one radius to log (the radius it searched, whether it found an all-to-all backdoor)."""
+    calls: list[tuple[float, bool]] = []
+    check_at_radius = TargetedSearch._check_all_to_all_at_radius
+
+    def logged(self):
+        found = check_at_radius(self)
+        calls.append((self.radius, found is not None))
+        return found
+
+    monkeypatch.setattr(TargetedSearch, "_check_all_to_all_at_radius", logged)
+    return calls
+
+
+def test_an_all_to_all_backdoor_is_found_and_its_pixel_hunted(monkeypatch):
+    calls = record_check_radii(monkeypatch)
     result = purify_planted(PlantedAllToAll(), all_to_all_data())
+    # The pixel moves every image at half the radius (targeted_norm 1.0), so the check stops there; the trigger of
+    # the first mask step and the hunt then search the suspect's radius.
+    assert calls == [(0.5, True)]
     assert [record["all_to_all"] for record in result.history] == [1.0, 1.0]
+    assert result.history[0]["search_radius"] == 1.0
     # The hunted trigger is the backdoor pixel: most of its L1 mass, and on the original model it moves every image
     # to the next class (the loss of leaving is bounded, so it stops growing once they have left).
     trigger = result.trigger.flatten()
@@ -84,6 +103,13 @@ def test_an_all_to_one_backdoor_is_not_called_all_to_all_and_the_check_changes_n
     assert torch.equal(checked.trigger, unchecked.trigger)
     for name, mask in checked.masks.items():
         assert torch.equal(mask, unchecked.masks[name])
+
+
+def test_the_check_tries_half_the_suspects_radius_then_the_full_one(monkeypatch):
+    calls = record_check_radii(monkeypatch)
+    result = purify_planted(planted_backdoor_model(), planted_backdoor_data(), mask_layers="linear")
+    assert calls == [(0.5, False), (1.0, False)]  # targeted_norm 1.0: an all-to-one backdoor is called at neither
+    assert [record["search_radius"] for record in result.history] == [1.0, 1.0]  # the hunt's radius is restored
 
 
 def test_the_check_can_be_switched_off():
