@@ -164,17 +164,16 @@ class AWMConfig:
                        (later fresh candidates: half the hunt's current radius).                    4
         all_to_all_check: after naming the suspect, the targeted search checks for an all-to-all backdoor
                        (class s to s + 1: no one class is reachable from every image): a universal trigger
-                       of half the suspect's radius, then of the same radius, that moves the images off their
-                       own labels, a move to the suspect (or to a class the first such trigger piles them on)
+                       of the suspect's radius, then of half of it, that moves the images off their own labels,
+                       a move to the suspect (or to a class the first such trigger piles them on)
                        counting as none. When it moves at least half of them and where an image goes depends
                        on where it comes from (the effective number of source-to-destination channels is at
                        least a third of the classes left), the hunt keeps that objective instead of the
                        suspect's. Its draws come from a generator of its own: where it finds nothing, purify's
                        result is what it was without it. Measured (docs/EFFICACY.md, rounds 12 and 15; one
                        image per class): it finds the three all-to-all Fashion-MNIST SmallCNNs, two of the
-                       three small ResNets, the four 8x8 digits SmallCNNs it runs on (the half radius: a
-                       universal trigger of the full one finds 1 of 5 there), and none of the other attacks'
-                       models.                                                                           True
+                       three small ResNets, the four 8x8 digits SmallCNNs it runs on (the full radius finds
+                       1 of 5 there, the half radius 3 more), and none of the other attacks' models.         True
         one_shot_filter: keep only the augmented copies the original model assigns to their source
                        image's label (awm_fast.inputs.augment_one_shot_consistent). Measured (round
                        5 of docs/EFFICACY.md): most of the authors' copies are not label-consistent;

@@ -15,8 +15,8 @@ the few-shot images and their kept augmented copies: a trigger that must work on
 backdoor's is, rather than an adversarial perturbation of ten images.
 
 An all-to-all backdoor (class s to s + 1) makes no one class reachable from every image, so after naming the suspect
-the first search also checks for one (round 12): a universal trigger of half the radius, then of the same radius
-(round 15), that moves the images off their own labels, counting a move to the suspect as staying (and, when the
+the first search also checks for one (round 12): a universal trigger of the same radius, then of half of it (round
+15), that moves the images off their own labels, counting a move to the suspect as staying (and, when the
 trigger's moves pile up on one more class, that class too: such sinks are how clean models fail, one class at a
 time). A trigger that moves most images, each class to a class of its own (where an image goes depends on where it
 comes from), is an all-to-all backdoor's; the hunt then keeps that objective.
@@ -70,15 +70,13 @@ SINK_SHARE = 0.5  # a class that receives more than this share of the images a t
 ALL_TO_ALL_MOVED = 0.5
 ALL_TO_ALL_CHANNELS = 1 / 3
 # The check's radii, as fractions of the suspect's, tried in this order until one finds an all-to-all backdoor
-# (round 15). A universal trigger much larger than the backdoor's patch has natural destinations of its own: on 8x8
-# digits (radius 10 on 64 pixels, a 2x2 patch of L1 <= 4) it piled the moved images on 2-3 classes and found 1 of 5
-# all-to-all models; at half the radius it found the 4 it ran on. The small ResNets' all-to-all triggers move
-# fewer than half the images at half the radius and are found at the full one (2 of 3, round 12). No model of
-# another attack it ran on (14 digits, 12 + 12 Fashion-MNIST) crossed the rule at either radius (docs/EFFICACY.md,
-# round 15).
-# Whichever radius finds it, the trigger of the first mask step and the hunt search the suspect's radius, as before:
-# the smaller radius only decides that the backdoor is all-to-all (and which classes stay).
-ALL_TO_ALL_RADII = (0.5, 1.0)
+# (round 15): the suspect's own radius as in round 12, then half of it. A universal trigger much larger than the
+# backdoor's patch has natural destinations of its own: on 8x8 digits (radius 10 on 64 pixels, a 2x2 patch of L1 <= 4)
+# it piled the moved images on 2-3 classes and found 1 of 5 all-to-all models; at half the radius it found the 4 it
+# ran on. The small ResNets' all-to-all triggers move fewer than half the images at half the radius and are found at
+# the full one (2 of 3). No model of another attack it ran on (14 digits, 12 + 12 Fashion-MNIST) crossed the rule at
+# either radius (docs/EFFICACY.md, round 15). Where the full radius finds the backdoor, everything is as in round 12.
+ALL_TO_ALL_RADII = (1.0, 0.5)
 
 
 class TargetedSearch:
@@ -148,9 +146,9 @@ class TargetedSearch:
             if found is not None:
                 break
         self.radius = suspect_radius  # the hunt searches the suspect's radius whichever radius found the backdoor
-        if found is not None and fraction < 1:
-            # The smaller radius tells that the backdoor is all-to-all and which classes stay; the trigger of the
-            # first mask step is searched at the hunt's radius, as the check at that radius searches it.
+        if found is not None and fraction != 1.0:
+            # A smaller radius tells that the backdoor is all-to-all and which classes stay; the trigger of the first
+            # mask step is searched at the hunt's radius, as the hunt will search it.
             found = self._leaving_search(self._check_generator(), self.staying)
         return found
 
@@ -160,7 +158,7 @@ class TargetedSearch:
         Up to ALL_TO_ALL_SEARCHES universal searches move the images off their own labels, a move to a staying
         class counting as none; staying starts as [suspect] and gains each search's sink. Draws from a generator
         of its own (seeded from the search's, the same at every radius), so the hunt's draws do not depend on
-        whether the check ran, and a check at the full radius draws what it drew before round 15's smaller one.
+        whether the check ran.
         """
         generator = self._check_generator()
         own, num_classes = self._labels(), self._num_classes()

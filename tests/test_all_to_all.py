@@ -11,6 +11,7 @@ import torch.nn as nn
 from test_targeted_search import CORNER, planted_backdoor_data, planted_backdoor_model
 
 import awm_fast
+from awm_fast import search
 from awm_fast.search import TargetedSearch, _away_losses, _channels
 
 CLASSES = 5
@@ -81,11 +82,8 @@ def record_check_radii(monkeypatch) -> list[tuple[float, bool]]:
 def test_an_all_to_all_backdoor_is_found_and_its_pixel_hunted(monkeypatch):
     calls = record_check_radii(monkeypatch)
     result = purify_planted(PlantedAllToAll(), all_to_all_data())
-    # The pixel moves every image at half the radius (targeted_norm 1.0), so the check stops there; the trigger of
-    # the first mask step and the hunt then search the suspect's radius.
-    assert calls == [(0.5, True)]
+    assert calls == [(1.0, True)]  # found at the suspect's radius (targeted_norm 1.0): no check at half of it
     assert [record["all_to_all"] for record in result.history] == [1.0, 1.0]
-    assert result.history[0]["search_radius"] == 1.0
     # The hunted trigger is the backdoor pixel: most of its L1 mass, and on the original model it moves every image
     # to the next class (the loss of leaving is bounded, so it stops growing once they have left).
     trigger = result.trigger.flatten()
@@ -105,11 +103,45 @@ def test_an_all_to_one_backdoor_is_not_called_all_to_all_and_the_check_changes_n
         assert torch.equal(mask, unchecked.masks[name])
 
 
-def test_the_check_tries_half_the_suspects_radius_then_the_full_one(monkeypatch):
+def test_the_check_tries_the_suspects_radius_then_half_of_it(monkeypatch):
     calls = record_check_radii(monkeypatch)
     result = purify_planted(planted_backdoor_model(), planted_backdoor_data(), mask_layers="linear")
-    assert calls == [(0.5, False), (1.0, False)]  # targeted_norm 1.0: an all-to-one backdoor is called at neither
+    assert calls == [(1.0, False), (0.5, False)]  # targeted_norm 1.0: an all-to-one backdoor is called at neither
     assert [record["search_radius"] for record in result.history] == [1.0, 1.0]  # the hunt's radius is restored
+
+
+def test_a_backdoor_found_at_the_suspects_radius_is_purified_as_before_the_half_radius(monkeypatch):
+    with_half = purify_planted(PlantedAllToAll(), all_to_all_data())
+    monkeypatch.setattr(search, "ALL_TO_ALL_RADII", (1.0,))  # the check of rounds 12-14
+    full_only = purify_planted(PlantedAllToAll(), all_to_all_data())
+    assert torch.equal(with_half.trigger, full_only.trigger)
+    for name, mask in with_half.masks.items():
+        assert torch.equal(mask, full_only.masks[name])
+
+
+def test_a_backdoor_found_only_at_half_the_radius_gets_its_trigger_at_the_suspects_radius(monkeypatch):
+    # Let the check at the suspect's radius miss (as on digits, where its trigger piles images on natural
+    # destinations): the half radius finds the pixel, and the first mask step's trigger is searched again at the
+    # suspect's radius, with the classes the half radius let stay.
+    check_at_radius = TargetedSearch._check_all_to_all_at_radius
+    found_at: list[float] = []
+
+    def miss_at_full_radius(self):
+        if self.radius == self.cfg.targeted_norm:
+            return None
+        found = check_at_radius(self)
+        found_at.append(self.radius)
+        return found
+
+    monkeypatch.setattr(TargetedSearch, "_check_all_to_all_at_radius", miss_at_full_radius)
+    result = purify_planted(PlantedAllToAll(), all_to_all_data(), outer=1)
+    assert found_at == [0.5] and result.history[0]["all_to_all"] == 1.0
+    assert result.history[0]["search_radius"] == 1.0
+    trigger = result.trigger.flatten()
+    assert 0.5 < float(trigger.abs().sum()) <= 1.0 + 1e-5  # larger than half the radius allows, within the full one
+    assert trigger.abs().argmax() == CORNER
+    x, y = all_to_all_data()
+    assert torch.equal(PlantedAllToAll()((x + result.trigger).clamp(0, 1)).argmax(1), (y + 1) % CLASSES)
 
 
 def test_the_check_can_be_switched_off():
