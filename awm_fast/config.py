@@ -162,6 +162,16 @@ class AWMConfig:
         trigger_restarts: candidates per class of the targeted search's first epoch; the first
                        starts at zero, the others at random points of L1 norm targeted_norm / 2
                        (later fresh candidates: half the hunt's current radius).                    4
+        class_shortlist: with more classes than this, the targeted search and the warp check first screen every
+                       class cheaply (one candidate from zero per class, a few steps on a few images; a warp
+                       per class, likewise) and run their full searches on the `class_shortlist` classes the
+                       screen reaches most easily. Their cost then grows with the classes through the screen
+                       alone (about 30x less per class than the full search). None: never screen. Models with
+                       at most this many classes are searched as without it (every measurement of rounds
+                       1-15: 10 classes). Measured (docs/EFFICACY.md, round 15) by forcing a shortlist of 3 on
+                       the 10-class models: the screen ranks the backdoor's target first on 38 of the 40
+                       all-to-one models (second on 2), so every one keeps its suspect; the all-to-all check
+                       still fires on 6 of the 7 all-to-all models it fired on.                          10
         all_to_all_check: after naming the suspect, the targeted search checks for an all-to-all backdoor
                        (class s to s + 1: no one class is reachable from every image): a universal trigger
                        of the suspect's radius, then of half of it, that moves the images off their own labels,
@@ -240,6 +250,7 @@ class AWMConfig:
     targeted_norm: float | None = None
     targeted_norm_max: float | None = None
     trigger_restarts: int = 4
+    class_shortlist: int | None = 10
     all_to_all_check: bool = True
     inplace: bool = False
     log_every: int = 1
@@ -264,7 +275,7 @@ class AWMConfig:
             _check_choice("clean_loss", self.clean_loss, CLEAN_LOSSES)
         if self.trigger_search is not None:
             _check_choice("trigger_search", self.trigger_search, TRIGGER_SEARCHES)
-        for name in ("steps", "forward_chunk"):
+        for name in ("steps", "forward_chunk", "class_shortlist"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)
         for name in ("outer", "inner", "batch_size", "num_triggers", "trigger_restarts"):

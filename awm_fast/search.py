@@ -23,6 +23,10 @@ comes from), is an all-to-all backdoor's; the hunt then keeps that objective.
 
 warp_suspect does the same for warping backdoors, which no additive patch names: per class, a half-pixel
 smooth flow field; a class such warps reach is a warping backdoor's target.
+
+Both cost classes x images work per step. On a model with more classes than cfg.class_shortlist each first screens
+every class cheaply (round 15: one candidate or flow field per class, a few steps on a few images) and searches in
+full only the shortlist the screen reaches most easily, so their cost grows with the classes through the screen.
 """
 
 from __future__ import annotations
@@ -49,6 +53,14 @@ TARGETED_FRESH = 8  # once the suspect is named: fresh random candidates per epo
 # its patch-sized stand-in; a larger trigger finds it again.
 TARGETED_REACH_CE = 1.0
 TARGETED_GROWTH = 1.5  # measured with this factor and targeted_norm_max = 4 x targeted_norm (round 11)
+# The class screen (cfg.class_shortlist, round 15): on a model with more classes than the shortlist, every class first
+# gets one candidate from zero descending SCREEN_STEPS steps on the same SCREEN_IMAGES search images (about 30x less
+# work per class than the naming search's trigger_restarts x TARGETED_STEPS steps on TARGETED_MAX_IMAGES), in blocks
+# of SCREEN_BLOCK classes so that memory does not grow with the classes; the naming search then runs on the
+# shortlist, the classes the screen reaches most easily.
+SCREEN_STEPS = 5
+SCREEN_IMAGES = 16
+SCREEN_BLOCK = 64
 # The warp check (warp_suspect), measured on Fashion-MNIST with these values (round 6):
 WARP_GRID = 4  # control points per side of the smooth flow field, upsampled bicubically to H x W
 WARP_BUDGET = 1.0  # largest displacement, in units of 1/H of the normalised [-1, 1] coordinates (half a pixel)
@@ -56,6 +68,8 @@ WARP_STEPS = 60  # Adam steps on the flow fields
 WARP_LR = 0.1
 WARP_REACH_CE = 1.0  # a class is warp-reachable when the images' mean cross-entropy to it falls below this
 WARP_MAX_IMAGES = 128  # at most this many images (a random subset, drawn once) beyond one shot (round 8)
+WARP_SCREEN_STEPS = 20  # the warp check's class screen (cfg.class_shortlist): Adam steps per class's flow field,
+WARP_SCREEN_IMAGES = 32  # on this many of its images (a random subset, drawn once), SCREEN_BLOCK classes at a time
 # The all-to-all check (round 12), measured on Fashion-MNIST with these values. Its draws come from a generator of
 # its own, so that purify's draws (and results) are what they were wherever it finds no all-to-all backdoor.
 ALL_TO_ALL_STEPS = 30  # descent steps of each search (TargetedSearch's step: L1-normalised, exact projection)
@@ -83,8 +97,9 @@ class TargetedSearch:
     """Per-class trigger candidates over the search images x [M, C, H, W] (the few-shot images and their kept
     augmented copies, on the run device); `cfg` must be resolved (targeted_norm set).
 
-    The first search names the suspect (and, with cfg.all_to_all_check, checks for an all-to-all backdoor); every
-    later one hunts for its trigger alone: the best candidate so far, continued, beside TARGETED_FRESH fresh ones.
+    The first search names the suspect (among every class, or cfg.class_shortlist classes picked by a screen; with
+    cfg.all_to_all_check it also checks for an all-to-all backdoor); every later one hunts for its trigger alone: the
+    best candidate so far, continued, beside TARGETED_FRESH fresh ones.
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, cfg: AWMConfig, generator: torch.Generator,
@@ -107,13 +122,14 @@ class TargetedSearch:
         suspect class)."""
         restarts = self.cfg.trigger_restarts
         naming = self.suspect is None
+        searched = self._classes_to_name() if naming else None  # [S] int64: the classes the naming search tries
         if naming or self.best is None:  # per class searched, one candidate from zero and restarts - 1 random ones
-            candidates = self._random_candidates((self._num_classes() if naming else 1) * restarts)
+            candidates = self._random_candidates((searched.shape[0] if naming else 1) * restarts)
             candidates[::restarts] = 0.0
         else:
             candidates = torch.cat([self.best[None], self._random_candidates(TARGETED_FRESH)])
         if naming:
-            classes = torch.arange(candidates.shape[0], device=self.device) // restarts
+            classes = searched.repeat_interleave(restarts)
         elif self.all_to_all:
             classes = None
         else:
@@ -122,8 +138,9 @@ class TargetedSearch:
         if naming:
             # The class reached most easily (lowest cross-entropy of its best candidate) is the suspect.
             per_class = losses.view(-1, restarts)
-            self.suspect = int(per_class.min(dim=1).values.argmin())
-            chosen = self.suspect * restarts + int(per_class[self.suspect].argmin())
+            easiest = int(per_class.min(dim=1).values.argmin())
+            self.suspect = int(searched[easiest])
+            chosen = easiest * restarts + int(per_class[easiest].argmin())
             found = self._check_all_to_all() if self.cfg.all_to_all_check else None
             if found is not None:
                 candidates, losses, chosen = found[0][None], found[1][None], 0
@@ -134,6 +151,26 @@ class TargetedSearch:
                 self.radius = min(self.radius * TARGETED_GROWTH, self.cfg.targeted_norm_max)
         self.best = candidates[chosen]
         return self.best[None].clone(), losses[chosen], self.suspect
+
+    def _classes_to_name(self) -> torch.Tensor:
+        """The classes [S] int64 the naming search tries: every class, or on a model with more classes than
+        cfg.class_shortlist the shortlist its screen reaches most easily (easiest first)."""
+        num_classes, shortlist = self._num_classes(), self.cfg.class_shortlist
+        if shortlist is None or num_classes <= shortlist:
+            return torch.arange(num_classes, device=self.device)
+        return self._screen(num_classes).argsort()[:shortlist]
+
+    def _screen(self, num_classes: int) -> torch.Tensor:
+        """Per class, how easily it is reached [num_classes] fp32: the mean cross-entropy of one candidate from zero
+        after SCREEN_STEPS steps on the same SCREEN_IMAGES search images (inf for a class every one of them
+        already is), SCREEN_BLOCK classes at a time."""
+        count = self.x.shape[0]
+        rows = torch.randperm(count, generator=self.generator)[:SCREEN_IMAGES].to(self.device)
+        losses = []
+        for block in torch.arange(num_classes, device=self.device).split(SCREEN_BLOCK):
+            candidates = torch.zeros(block.shape[0], *self.x.shape[1:], device=self.device)
+            losses.append(self._descend(candidates, block, SCREEN_STEPS, rows=rows)[1])
+        return torch.cat(losses)
 
     def _check_all_to_all(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """After naming the suspect: (the all-to-all trigger [C, H, W], its loss) when the backdoor is all-to-all
@@ -201,24 +238,25 @@ class TargetedSearch:
         return candidates[best], losses[best]
 
     def _descend(self, candidates: torch.Tensor, classes: torch.Tensor | None, steps: int = TARGETED_STEPS,
-                 generator: torch.Generator | None = None,
-                 staying: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+                 generator: torch.Generator | None = None, staying: Sequence[int] = (),
+                 rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """`steps` descent steps of candidates [K, C, H, W] toward classes [K], or with classes=None off the
         images' own labels, a move to a class of `staying` counting as none: (the candidates, each one's mean loss
-        [K] fp32, measured before the last step). generator: for the image subsets; None = the search's."""
+        [K] fp32, measured before the last step). generator: for the image subsets; None = the search's. rows
+        [U] int64: the search images of every step (None: each step draws its own, _batch_rows)."""
         cfg = self.cfg
         lo, hi = cfg.input_bounds
         own_labels = self._labels()  # the masks are frozen during the search: they hold for the whole epoch
         for _ in range(steps):
-            rows = self._batch_rows(generator)
+            batch = rows if rows is not None else self._batch_rows(generator)
             candidates.requires_grad_(True)
-            perturbed = ops.apply_triggers(self.x[rows], candidates, lo, hi)  # [K, U, C, H, W]
+            perturbed = ops.apply_triggers(self.x[batch], candidates, lo, hi)  # [K, U, C, H, W]
             if classes is None:
                 grad_flat, losses = _away_losses(self.model, perturbed.detach().flatten(0, 1), candidates.shape[0],
-                                                 own_labels[rows], list(staying), cfg, self.chunk)
+                                                 own_labels[batch], list(staying), cfg, self.chunk)
             else:
                 grad_flat, losses = _reach_losses(self.model, perturbed.detach().flatten(0, 1), classes,
-                                                  own_labels[rows], cfg, self.chunk)
+                                                  own_labels[batch], cfg, self.chunk)
             (grad,) = torch.autograd.grad(perturbed, candidates, grad_flat.view_as(perturbed))
             candidates = candidates.detach()
             # Descent with a step of fixed L1 length whatever the gradient's scale (it shrinks as CE falls).
@@ -276,28 +314,43 @@ def warp_suspect(model: nn.Module, x: torch.Tensor, cfg: AWMConfig,
     WaNet models the target is, at cross-entropy 0.00. Returns the easiest class when its mean cross-entropy is
     below WARP_REACH_CE, else None (also for inputs that are not images). More than WARP_MAX_IMAGES images are
     subsampled (drawn with `generator`, or with a generator seeded 0 when None: the global RNG is never read): the
-    cost is classes x images forwards per step.
+    cost is classes x images forwards per step. With more classes than cfg.class_shortlist, a screen
+    (WARP_SCREEN_STEPS steps on WARP_SCREEN_IMAGES images per class) picks the classes the full fit tries.
     """
     if x.dim() != 4:
         return None
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
     if x.shape[0] > WARP_MAX_IMAGES:
-        generator = generator if generator is not None else torch.Generator().manual_seed(0)
         x = x[torch.randperm(x.shape[0], generator=generator)[:WARP_MAX_IMAGES].to(x.device)]
     device = x.device
     with torch.no_grad(), autocast(cfg, device):
         logits = model(x)
     own, num_classes = logits.argmax(dim=1), logits.shape[1]
-    classes = torch.arange(num_classes, device=device)  # flow field c aims at class c
-    theta = torch.zeros(num_classes, 2, WARP_GRID, WARP_GRID, device=device, requires_grad=True)
+    classes = torch.arange(num_classes, device=device)  # flow field k aims at class classes[k]
+    if cfg.class_shortlist is not None and num_classes > cfg.class_shortlist:
+        rows = torch.randperm(x.shape[0], generator=generator)[:WARP_SCREEN_IMAGES].to(device)
+        screened = torch.cat([_warp_losses(model, x[rows], own[rows], block, cfg, WARP_SCREEN_STEPS)
+                              for block in classes.split(SCREEN_BLOCK)])
+        classes = screened.argsort()[: cfg.class_shortlist]
+    losses = _warp_losses(model, x, own, classes, cfg, WARP_STEPS)
+    easiest = int(losses.argmin())
+    return int(classes[easiest]) if float(losses[easiest]) < WARP_REACH_CE else None
+
+
+def _warp_losses(model: nn.Module, x: torch.Tensor, own: torch.Tensor, classes: torch.Tensor, cfg: AWMConfig,
+                 steps: int) -> torch.Tensor:
+    """Per class of classes [K] int64, how easily smooth warps reach it from the images x [M, C, H, W] (own [M]:
+    their labels): one flow field per class, `steps` Adam steps; the mean cross-entropy [K] fp32 measured before the
+    last step (inf for a class every image already is)."""
+    theta = torch.zeros(classes.shape[0], 2, WARP_GRID, WARP_GRID, device=x.device, requires_grad=True)
     optimizer = torch.optim.Adam([theta], lr=WARP_LR)
-    for _ in range(WARP_STEPS):
+    for _ in range(steps):
         optimizer.zero_grad()
-        warped = _warp(x, theta).detach()  # [classes · M, C, H, W]
-        grad_warped, losses = _reach_losses(model, warped, classes, own, cfg, forward_chunk(cfg, device))
+        warped = _warp(x, theta).detach()  # [K · M, C, H, W]
+        grad_warped, losses = _reach_losses(model, warped, classes, own, cfg, forward_chunk(cfg, x.device))
         _warp(x, theta).backward(grad_warped)  # the warp again, this time to carry the gradient to theta
         optimizer.step()
-    easiest = int(losses.argmin())
-    return easiest if float(losses[easiest]) < WARP_REACH_CE else None
+    return losses
 
 
 def _channels(source: torch.Tensor, destination: torch.Tensor, num_classes: int) -> float:

@@ -69,13 +69,13 @@ def test_the_planted_backdoor_class_is_suspected_and_its_pixel_found():
     assert on_pixel[BACKDOOR_CLASS] < on_pixel[torch.arange(4) != BACKDOOR_CLASS].min()
 
 
-def reference_descent(model, x, target, delta, radius):
-    """TARGETED_STEPS plain descent steps of one candidate delta [C, H, W] toward `target`, image by image:
+def reference_descent(model, x, target, delta, radius, steps=TARGETED_STEPS):
+    """`steps` (TARGETED_STEPS) plain descent steps of one candidate delta [C, H, W] toward `target`, image by image:
     (delta, the loss measured before the last step, or inf when every image already is `target`)."""
     own = model(x).argmax(1)
     if bool((own == target).all()):
         return delta, float("inf")  # nothing to reach: never the suspect
-    for _ in range(TARGETED_STEPS):
+    for _ in range(steps):
         delta.requires_grad_(True)
         terms = [F.cross_entropy(model((x[i] + delta).clamp(0, 1)[None]), torch.tensor([target]))
                  for i in range(len(x)) if own[i] != target]
@@ -93,12 +93,12 @@ def random_starts(count, shape, radius, generator):
     return [row * (0.5 * radius / row.abs().sum()) for row in noise]
 
 
-def reference_targeted_search(model, x, num_classes, radius, restarts, generator, given=None):
+def reference_targeted_search(model, x, num_classes, radius, restarts, generator, given=None, shortlist=None):
     """Two epochs of the search as plain loops over classes, candidates and images: epoch 1 tries every class
-    (only the `given` suspect when there is one; per class, one candidate from zero and restarts - 1 random
-    ones) and names the suspect; epoch 2 continues the suspect's best candidate beside TARGETED_FRESH fresh ones.
-    [(suspect, trigger [C, H, W])] per epoch."""
-    classes = range(num_classes) if given is None else [given]
+    (only the `given` suspect when there is one, only the classes of `shortlist` when given; per class, one
+    candidate from zero and restarts - 1 random ones) and names the suspect; epoch 2 continues the suspect's best
+    candidate beside TARGETED_FRESH fresh ones. [(suspect, trigger [C, H, W])] per epoch."""
+    classes = list(shortlist) if shortlist is not None else range(num_classes) if given is None else [given]
     starts = random_starts(len(classes) * restarts, x.shape[1:], radius, generator)
     best = None  # (loss, class, trigger)
     for index, start in enumerate(starts):
