@@ -15,7 +15,8 @@ from collections import defaultdict
 
 
 def _backend(name: str) -> str:
-    match = re.search(r"\[(?:[^\]]*-)?(reference|torch|triton|eager|extension|fused|compiled)(?:-[^\]]*)?\]", name)
+    paths = "reference|torch|triton|eager|extension|fused|compiled|screened"
+    match = re.search(rf"\[(?:[^\]]*-)?({paths})(?:-[^\]]*)?\]", name)
     return match.group(1) if match else name
 
 
