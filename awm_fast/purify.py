@@ -123,7 +123,11 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
     try:
         work.to(device).eval().requires_grad_(False)
         x, y = x.to(device), y.to(device)
-        _check_logits(work, x, y)
+        num_classes = _check_logits(work, x, y)
+        if (verbose and cfg.trigger_search == "targeted" and cfg.class_shortlist is not None
+                and num_classes > cfg.class_shortlist):
+            print(f"purify: {num_classes} classes: the first epoch's searches screen every class and search the "
+                  f"{cfg.class_shortlist} reached most easily in full (class_shortlist)", file=sys.stderr)
         suspect = None
         if filter_copies:
             # The targeted search also checks for a warping backdoor, whose target its patches cannot name: the
@@ -176,8 +180,8 @@ def _run_device(requested: str | None, model_device: torch.device) -> torch.devi
 
 
 @torch.no_grad()
-def _check_logits(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-    """The model must map x [B, ...] to finite floating-point logits [B, C] with C covering every label."""
+def _check_logits(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """The model must map x [B, ...] to finite floating-point logits [B, C] with C covering every label; returns C."""
     try:
         logits = model(x[:2])
     except Exception as exc:  # the model rejected the input: say so in one line, keep the cause chained
@@ -191,6 +195,7 @@ def _check_logits(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
         raise ValueError(f"label {int(y.max())} is out of range for a model with {logits.shape[1]} outputs")
     if not bool(torch.isfinite(logits).all()):
         raise ValueError("the model returns NaN or Inf logits on the clean data: check its weights")
+    return logits.shape[1]
 
 
 def _restore_requires_grad(model: nn.Module, flags: dict[str, bool]) -> None:

@@ -103,6 +103,17 @@ def test_the_warp_check_screens_then_fits_the_shortlist_in_full(monkeypatch):
     assert fits == [([0, 1, 2, 3], WARP_STEPS, len(x))]  # 4 classes, shortlist 10: no screen
 
 
+def test_purify_says_when_it_screens(capsys):
+    model, (x, y) = tiny_cnn(CLASSES), tiny_data(CLASSES, per_class=1)
+    awm_fast.purify(model, (x, y), outer=1, backend="torch", class_shortlist=3, verbose=True)
+    assert "purify: 12 classes: the first epoch's searches screen every class and search the 3" in \
+        capsys.readouterr().err
+    awm_fast.purify(model, (x, y), outer=1, backend="torch", verbose=True)  # 12 > 10: the default screens too
+    assert "search the 10 reached most easily" in capsys.readouterr().err
+    awm_fast.purify(tiny_cnn(), tiny_data(), outer=1, backend="torch", verbose=True)  # 4 classes: no screen
+    assert "screen" not in capsys.readouterr().err
+
+
 def test_the_shortlist_is_validated():
     with pytest.raises(ValueError, match="class_shortlist must be an int >= 1"):
         AWMConfig(class_shortlist=0).validate()
