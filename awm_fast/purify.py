@@ -30,7 +30,7 @@ from awm_fast.inputs import (
 )
 from awm_fast.loop import AWMLoop, check_backend_options
 from awm_fast.masking import attach_masks, select_layers
-from awm_fast.search import TargetedSearch, warp_suspect
+from awm_fast.search import TargetedSearch, screens_classes, warp_suspect
 
 
 @dataclasses.dataclass
@@ -124,8 +124,7 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
         work.to(device).eval().requires_grad_(False)
         x, y = x.to(device), y.to(device)
         num_classes = _check_logits(work, x, y)
-        if (verbose and cfg.trigger_search == "targeted" and cfg.class_shortlist is not None
-                and num_classes > cfg.class_shortlist):
+        if verbose and cfg.trigger_search == "targeted" and screens_classes(cfg, num_classes):
             print(f"purify: {num_classes} classes: the first epoch's searches screen every class and search the "
                   f"{cfg.class_shortlist} reached most easily in full (class_shortlist)", file=sys.stderr)
         suspect = None

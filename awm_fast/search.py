@@ -155,10 +155,10 @@ class TargetedSearch:
     def _classes_to_name(self) -> torch.Tensor:
         """The classes [S] int64 the naming search tries: every class, or on a model with more classes than
         cfg.class_shortlist the shortlist its screen reaches most easily (easiest first)."""
-        num_classes, shortlist = self._num_classes(), self.cfg.class_shortlist
-        if shortlist is None or num_classes <= shortlist:
+        num_classes = self._num_classes()
+        if not screens_classes(self.cfg, num_classes):
             return torch.arange(num_classes, device=self.device)
-        return self._screen(num_classes).argsort()[:shortlist]
+        return self._screen(num_classes).argsort()[: self.cfg.class_shortlist]
 
     def _screen(self, num_classes: int) -> torch.Tensor:
         """Per class, how easily it is reached [num_classes] fp32: the mean cross-entropy of one candidate from zero
@@ -295,6 +295,11 @@ class TargetedSearch:
         return torch.randperm(count, generator=generator)[:TARGETED_MAX_IMAGES].to(self.device)
 
 
+def screens_classes(cfg: AWMConfig, num_classes: int) -> bool:
+    """Whether the searches screen a model's classes first: it has more than cfg.class_shortlist (None: never)."""
+    return cfg.class_shortlist is not None and num_classes > cfg.class_shortlist
+
+
 def random_l1_points(count: int, shape: tuple[int, ...], norm: float, generator: torch.Generator) -> torch.Tensor:
     """[count, *shape] fp32 CPU points of L1 norm `norm` each: uniform noise in [-1, 1], rescaled. The random starts
     of the trigger searches (targeted candidates, the untargeted search's restarts)."""
@@ -327,7 +332,7 @@ def warp_suspect(model: nn.Module, x: torch.Tensor, cfg: AWMConfig,
         logits = model(x)
     own, num_classes = logits.argmax(dim=1), logits.shape[1]
     classes = torch.arange(num_classes, device=device)  # flow field k aims at class classes[k]
-    if cfg.class_shortlist is not None and num_classes > cfg.class_shortlist:
+    if screens_classes(cfg, num_classes):
         rows = torch.randperm(x.shape[0], generator=generator)[:WARP_SCREEN_IMAGES].to(device)
         screened = torch.cat([_warp_losses(model, x[rows], own[rows], block, cfg, WARP_SCREEN_STEPS)
                               for block in classes.split(SCREEN_BLOCK)])
