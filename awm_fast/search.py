@@ -134,7 +134,7 @@ class TargetedSearch:
             classes = None
         else:
             classes = torch.full((candidates.shape[0],), self.suspect, device=self.device)
-        candidates, losses = self._descend(candidates, classes, staying=self.staying)
+        candidates, losses = self._descend(candidates, classes, TARGETED_STEPS, staying=self.staying)
         if naming:
             # The class reached most easily (lowest cross-entropy of its best candidate) is the suspect.
             per_class = losses.view(-1, restarts)
@@ -237,7 +237,7 @@ class TargetedSearch:
         best = int(losses.argmin())
         return candidates[best], losses[best]
 
-    def _descend(self, candidates: torch.Tensor, classes: torch.Tensor | None, steps: int = TARGETED_STEPS,
+    def _descend(self, candidates: torch.Tensor, classes: torch.Tensor | None, steps: int,
                  generator: torch.Generator | None = None, staying: Sequence[int] = (),
                  rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """`steps` descent steps of candidates [K, C, H, W] toward classes [K], or with classes=None off the
