@@ -60,10 +60,10 @@ def test_triton_backend_gives_the_torch_backends_masks(mode, monkeypatch):
     if mode == "improved":
         for name, steps in IMPROVED_SEARCH_STEPS.items():
             monkeypatch.setattr(search, name, steps)
-        # The all-to-all check must run (it finds nothing on this random model, so it tries both radii).
-        leaving_searches = _count_calls(monkeypatch, search.TargetedSearch, "_leaving_search")
+    # Improved mode's all-to-all check must run (it finds nothing on this random model, so it tries both radii).
+    leaving_searches = _count_calls(monkeypatch, search.TargetedSearch, "_leaving_search")
     torch_result = awm_fast.purify(model, (x, y), backend="torch", **options)
-    torch_leaving_searches = leaving_searches[0] if mode == "improved" else 0
+    torch_leaving_searches = leaving_searches[0]
     linear_calls, conv_calls = (_count_calls(monkeypatch, cls) for cls in (MaskedLinearFunction, MaskedConv2dFunction))
     triton_result = awm_fast.purify(model, (x, y), backend="triton", **options)
     assert linear_calls[0] > 0 and conv_calls[0] > 0, "backend='triton' did not run the fused kernels"
