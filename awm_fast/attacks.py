@@ -15,6 +15,8 @@ so that one attack instance stamps the same trigger on the training set and the 
 from __future__ import annotations
 
 import abc
+import json
+import re
 from collections.abc import Sequence
 
 import torch
@@ -27,15 +29,17 @@ __all__ = [
     "Attack",
     "BadNets",
     "Blend",
+    "Sig",
     "TrojanSquare",
     "TrojanWatermark",
     "WaNet",
     "make_attack",
+    "parse_attack",
     "poison_dataset",
     "train_backdoored",
 ]
 
-ATTACKS = ("badnets", "blend", "trojan-square", "trojan-watermark", "all-to-all", "wanet")
+ATTACKS = ("badnets", "blend", "trojan-square", "trojan-watermark", "all-to-all", "wanet", "sig")
 
 _LOCATIONS = ("top-left", "top-right", "bottom-left", "bottom-right")
 
@@ -303,6 +307,58 @@ class WaNet(Attack):
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
+class Sig(Attack):
+    """A horizontal sinusoidal signal over the whole image (SIG, Barni et al. 2019).
+
+    This attack is outside the paper. ``x + amplitude * sin(2 * pi * frequency * j / W)`` for column j, the same
+    in every row and channel: a dense, smooth, low-amplitude trigger (20/255 by default, as in Barni et al.).
+    Barni et al. poison target-class images only (clean-label); here, like every attack in this module, the
+    poisoned images are relabelled to the target.
+    """
+
+    name = "sig"
+
+    def __init__(self, amplitude: float = 20 / 255, frequency: float = 6.0, target: int = 0) -> None:
+        super().__init__(target)
+        if not 0.0 < amplitude <= 1.0:
+            raise ValueError(f"amplitude must be in (0, 1], got {amplitude}")
+        if frequency <= 0:
+            raise ValueError(f"frequency must be > 0, got {frequency}")
+        self.amplitude, self.frequency = float(amplitude), float(frequency)
+
+    def signal(self, width: int, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
+        """The added signal over the columns: [W]."""
+        columns = torch.arange(width, dtype=torch.float64)
+        wave = self.amplitude * torch.sin(2 * torch.pi * self.frequency * columns / width)
+        return wave.to(device=device, dtype=dtype)
+
+    def _stamp(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.signal(x.shape[-1], x.device, x.dtype)
+
+
+def parse_attack(spec: str) -> tuple[str, dict]:
+    """'badnets:location=top-left,target=5' -> ('badnets', {'location': 'top-left', 'target': 5}).
+
+    Values are read as JSON where they parse (numbers, lists, true/false), else kept as strings. The name is
+    checked against :data:`ATTACKS`; the keyword arguments are checked by the attack's constructor.
+    """
+    name, _, arguments = spec.partition(":")
+    name = name.strip()
+    if name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}")
+    kwargs: dict = {}
+    # commas inside [...] belong to a list value (color=[1, 0, 0])
+    for item in filter(None, (part.strip() for part in re.split(r",(?![^\[]*\])", arguments))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"attack {spec!r}: expected NAME:key=value,..., got {item!r}")
+        try:
+            kwargs[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            kwargs[key.strip()] = value.strip()
+    return name, kwargs
+
+
 def make_attack(name: str, **kwargs) -> Attack:
     """Build an attack by name (one of :data:`ATTACKS`).
 
@@ -315,6 +371,7 @@ def make_attack(name: str, **kwargs) -> Attack:
         "trojan-square": TrojanSquare,
         "trojan-watermark": TrojanWatermark,
         "wanet": WaNet,
+        "sig": Sig,
     }
     if name in simple:
         return simple[name](**kwargs)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import math
 import sys
 import time
@@ -37,7 +36,7 @@ _MODEL_DEF_HELP = ("MODULE:CLASS (an importable module, or path/to/file.py:CLASS
 _WEIGHTS_HELP = (".safetensors, or .pt/.pth/.bin holding a state dict, loaded with torch.load(weights_only=True): "
                  "nothing in a checkpoint is ever executed")
 _ATTACK_HELP = ("attack used to measure ASR: NAME[:key=value,...], NAME one of badnets, blend, trojan-square, "
-                "trojan-watermark, all-to-all, wanet; e.g. badnets:size=3,offset=1,target=0")
+                "trojan-watermark, all-to-all, wanet, sig; e.g. badnets:size=3,offset=1,target=0")
 
 
 class _UsageError(Exception):
@@ -304,25 +303,18 @@ def _model(args: argparse.Namespace, device: str | None):
 
 
 def _attack(spec: str | None):
-    """An Attack from NAME[:key=value,...]; values are parsed as JSON when they can be (numbers, lists)."""
+    """An Attack from NAME[:key=value,...] (attacks.parse_attack)."""
     if not spec:
         return None
-    from awm_fast.attacks import make_attack
+    from awm_fast.attacks import make_attack, parse_attack
 
-    name, _, arguments = spec.partition(":")
-    kwargs: dict[str, Any] = {}
-    for item in filter(None, arguments.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--attack {spec!r}: expected NAME:key=value,..., got {item!r}")
-        try:
-            kwargs[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            kwargs[key.strip()] = value.strip()
     try:
-        return make_attack(name.strip(), **kwargs)
+        name, kwargs = parse_attack(spec)
+        return make_attack(name, **kwargs)
     except TypeError as exc:
         raise TypeError(f"--attack {spec!r}: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"--attack {spec!r}: {exc}") from None
 
 
 def _evaluate(model, data, attack, args: argparse.Namespace, label: str | None) -> dict[str, float | None]:

@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 
 import awm_fast
-from awm_fast.attacks import ATTACKS, Attack, make_attack, train_backdoored
+from awm_fast.attacks import ATTACKS, Attack, make_attack, parse_attack, train_backdoored
 from awm_fast.baselines import anp, fine_tune
 from awm_fast.data import few_shot_subset, load_dataset, without_indices
 from awm_fast.metrics import attack_success_rate, clean_accuracy
@@ -103,18 +103,26 @@ def parse_method(spec: str) -> tuple[str, dict]:
     return match.group(1), overrides
 
 
-def build_attack(name: str, image_size: int, num_classes: int) -> Attack:
-    """The study's attacks with their default targets; patches shrink to 2 px on 8×8 digits."""
-    if name not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; choose one of {ATTACKS}")
-    patch = {"size": 2 if image_size <= 8 else 3}
-    if name == "badnets":
-        return make_attack("badnets", **patch)
+def build_attack(spec: str, image_size: int, num_classes: int) -> Attack:
+    """The study's attack for NAME[:key=value,...] (attacks.parse_attack): its defaults, then the overrides.
+
+    Defaults: every attack's own target; patches shrink to 2 px on 8×8 digits and WaNet warps by 1 px there.
+    all-to-all wraps BadNets unless base= says otherwise; its other overrides go to the base attack.
+    """
+    name, overrides = parse_attack(spec)
+    defaults: dict = {}
+    if name in ("badnets", "all-to-all"):
+        defaults["size"] = 2 if image_size <= 8 else 3
     if name == "all-to-all":
-        return make_attack("all-to-all", num_classes=num_classes, base="badnets", **patch)
+        defaults.update(num_classes=num_classes, base="badnets")
     if name == "wanet" and image_size <= 8:
-        return make_attack("wanet", strength=1.0)  # 0.5 px of warp is nearly invisible on 8×8 and barely learnt
-    return make_attack(name)
+        defaults["strength"] = 1.0  # 0.5 px of warp is nearly invisible on 8×8 and barely learnt
+    if name == "all-to-all" and overrides.get("base", "badnets") != "badnets":
+        del defaults["size"]  # the patch size belongs to BadNets only
+    try:
+        return make_attack(name, **{**defaults, **overrides})
+    except TypeError as exc:
+        raise ValueError(f"attack {spec!r}: {exc}") from None
 
 
 def true_trigger(attack: Attack, x: torch.Tensor) -> torch.Tensor:
@@ -139,7 +147,8 @@ def _cached_model(settings: StudySettings, split, dataset: str, model_name: str,
                   seed: int) -> tuple[nn.Module, float]:
     """The backdoored model for (dataset, model, attack, seed), from the cache or trained now; (model, train s)."""
     epochs = settings.train_epochs or (30 if dataset == "digits" else 3)
-    key = f"{dataset}_{model_name}_{attack_name}_r{settings.rate}_e{epochs}_n{settings.train_limit or 'all'}_s{seed}"
+    limit = settings.train_limit or "all"
+    key = f"{dataset}_{model_name}_{_slug(attack_name)}_r{settings.rate}_e{epochs}_n{limit}_s{seed}"
     path = Path(settings.cache) / f"{key}.pt"
     torch.manual_seed(seed)
     model = build_model(model_name, split.x_train.shape[1], split.num_classes, split.x_train.shape[-1])
@@ -188,6 +197,8 @@ def run_study(settings: StudySettings) -> list[dict]:
     """Run the grid; write results.csv / results.md / PNGs under settings.out; return the rows."""
     for spec in settings.methods:
         parse_method(spec)  # fail before any training
+    for spec in settings.attacks:
+        build_attack(spec, 28, 10)  # names and keyword arguments, before any training
     if settings.plots not in ("none", "first", "all"):
         raise ValueError(f"plots must be none, first or all, got {settings.plots!r}")
     torch.set_num_threads(settings.threads)
@@ -339,7 +350,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = StudySettings()
     parser.add_argument("--datasets", nargs="+", default=list(defaults.datasets))
     parser.add_argument("--models", nargs="+", default=list(defaults.models), help="small-cnn small-resnet ...")
-    parser.add_argument("--attacks", nargs="+", default=list(defaults.attacks), help=" ".join(ATTACKS) + " or all")
+    parser.add_argument("--attacks", nargs="+", default=list(defaults.attacks),
+                        help=" ".join(ATTACKS) + " or all; each optionally NAME:key=value,... "
+                        "(e.g. badnets:location=top-left,target=5)")
     parser.add_argument("--shots", nargs="+", type=int, default=list(defaults.shots), help="clean images per class")
     parser.add_argument("--methods", nargs="+", default=list(defaults.methods),
                         help="none awm-paper awm-improved ft anp, each optionally with [key=value,...] overrides")

@@ -11,6 +11,7 @@ from awm_fast.attacks import (
     Attack,
     BadNets,
     Blend,
+    Sig,
     TrojanSquare,
     TrojanWatermark,
     WaNet,
@@ -31,6 +32,7 @@ ALL_ATTACKS = [
     TrojanWatermark(),
     AllToAll(BadNets(), num_classes=10),
     WaNet(),
+    Sig(),
 ]
 
 
@@ -179,14 +181,44 @@ def test_wanet_warps_smoothly_and_deterministically():
     assert "outside the paper" in WaNet.__doc__
 
 
+def test_sig_adds_the_same_sinusoid_to_every_row_and_channel():
+    # frequency 1 on 4 columns: sin(0), sin(pi/2), sin(pi), sin(3 pi/2) = 0, 1, 0, -1, written out by hand
+    x = torch.full((2, 3, 5, 4), 0.5)
+    out = Sig(amplitude=0.1, frequency=1.0, target=4).apply(x)
+    expected = torch.tensor([0.5, 0.6, 0.5, 0.4]).expand(2, 3, 5, 4)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+    # clamped into [0, 1] at the crests
+    bright = Sig(amplitude=0.1, frequency=1.0).apply(torch.full((1, 1, 2, 4), 0.95))
+    torch.testing.assert_close(bright[0, 0, 0], torch.tensor([0.95, 1.0, 0.95, 0.85]), rtol=0, atol=1e-6)
+    assert torch.equal(Sig(target=4).target_labels(torch.tensor([0, 4, 9])), torch.tensor([4, 4, 4]))
+    with pytest.raises(ValueError, match="amplitude"):
+        Sig(amplitude=0.0)
+    with pytest.raises(ValueError, match="frequency"):
+        Sig(frequency=-1.0)
+
+
+def test_parse_attack_reads_json_values_and_names_bad_items():
+    from awm_fast.attacks import parse_attack
+
+    assert parse_attack("badnets") == ("badnets", {})
+    assert parse_attack(" badnets : location=top-left, target=5, color=[1, 0, 0]") == (
+        "badnets", {"location": "top-left", "target": 5, "color": [1, 0, 0]})
+    assert parse_attack("sig:amplitude=0.05") == ("sig", {"amplitude": 0.05})
+    with pytest.raises(ValueError, match="unknown attack 'laser'"):
+        parse_attack("laser")
+    with pytest.raises(ValueError, match="expected NAME:key=value"):
+        parse_attack("blend:ratio")
+
+
 def test_make_attack_by_name():
-    assert ATTACKS == ("badnets", "blend", "trojan-square", "trojan-watermark", "all-to-all", "wanet")
+    assert ATTACKS == ("badnets", "blend", "trojan-square", "trojan-watermark", "all-to-all", "wanet", "sig")
     expected = {
         "badnets": BadNets,
         "blend": Blend,
         "trojan-square": TrojanSquare,
         "trojan-watermark": TrojanWatermark,
         "wanet": WaNet,
+        "sig": Sig,
     }
     for name, cls in expected.items():
         assert type(make_attack(name)) is cls
@@ -196,8 +228,8 @@ def test_make_attack_by_name():
     assert isinstance(make_attack("all-to-all", num_classes=5).base, BadNets)
     with pytest.raises(ValueError, match="num_classes"):
         make_attack("all-to-all")
-    with pytest.raises(ValueError, match="badnets, blend, trojan-square, trojan-watermark, all-to-all, wanet"):
-        make_attack("sig")
+    with pytest.raises(ValueError, match="badnets, blend, trojan-square, trojan-watermark, all-to-all, wanet, sig"):
+        make_attack("refool")
 
 
 def test_poison_dataset_all_to_one_counts_and_labels():

@@ -19,6 +19,32 @@ def test_parse_method():
         parse_method("magic")
 
 
+def test_attack_specs_take_the_studys_defaults_then_the_overrides():
+    from awm_fast.attacks import AllToAll, BadNets, Blend, WaNet
+    from awm_fast.study import build_attack
+
+    assert build_attack("badnets", 8, 10).size == 2 and build_attack("badnets", 28, 10).size == 3
+    moved = build_attack("badnets:location=top-left,target=5,size=4", 8, 10)
+    assert isinstance(moved, BadNets) and (moved.location, moved.target, moved.size) == ("top-left", 5, 4)
+    assert build_attack("wanet", 8, 10).strength == 1.0 and build_attack("wanet:strength=0.7", 8, 10).strength == 0.7
+    wrapped = build_attack("all-to-all:base=blend,ratio=0.3", 28, 10)
+    assert isinstance(wrapped, AllToAll) and isinstance(wrapped.base, Blend) and wrapped.base.ratio == 0.3
+    assert build_attack("all-to-all", 28, 7).num_classes == 7 and build_attack("all-to-all", 8, 7).base.size == 2
+    assert isinstance(build_attack("wanet:target=3", 28, 10), WaNet)
+    with pytest.raises(ValueError, match="colour"):
+        build_attack("badnets:colour=1", 28, 10)
+    with pytest.raises(ValueError, match="unknown attack 'laser'"):
+        build_attack("laser:size=2", 28, 10)
+
+
+def test_a_bad_attack_spec_fails_before_any_training(tmp_path):
+    settings = StudySettings(attacks=("badnets", "blend:ration=0.1"), methods=("none",), out=str(tmp_path / "out"),
+                             cache=str(tmp_path / "cache"), verbose=False)
+    with pytest.raises(ValueError, match="ration"):
+        run_study(settings)
+    assert not (tmp_path / "cache").exists()
+
+
 def test_tiny_digits_study_writes_csv_markdown_and_pngs(tmp_path):
     settings = StudySettings(datasets=("digits",), attacks=("badnets",), shots=(1,), seeds=(0,),
                              methods=("none", "awm-paper[outer=2,inner=1]", "ft[steps=2]", "anp[steps=2]"),
