@@ -11,9 +11,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["MODELS", "BasicBlock", "CifarResNet", "ResNet18Cifar", "SmallCNN", "build_model", "small_resnet"]
+__all__ = ["MODELS", "BasicBlock", "CifarResNet", "LeNet5", "ResNet18Cifar", "SmallCNN", "build_model", "small_resnet"]
 
-MODELS = ("small-cnn", "small-resnet", "resnet18-cifar")
+MODELS = ("small-cnn", "small-resnet", "resnet18-cifar", "lenet")
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
@@ -49,6 +49,34 @@ class SmallCNN(nn.Module):
             nn.Linear(2 * width * final_size * final_size, 128),
             nn.ReLU(),
             nn.Linear(128, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class LeNet5(nn.Module):
+    """LeCun et al.'s LeNet-5 with ReLU and max-pooling: no BatchNorm, 5x5 kernels, biases everywhere.
+
+    conv5x5(6, padding 2) -> ReLU -> pool -> conv5x5(16) -> ReLU -> pool -> Linear(120) -> Linear(84) -> Linear.
+    Spatial size: S -> S//2 -> S//2 - 4 -> (S//2 - 4)//2, i.e. 28 -> 5 (Fashion-MNIST), 32 -> 6. Input
+    [N, in_channels, S, S] with S >= 12.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> None:
+        super().__init__()
+        if image_size < 12:
+            raise ValueError(f"LeNet5 needs image_size >= 12 (a 5x5 convolution after a 2x2 pooling), got {image_size}")
+        final_size = (image_size // 2 - 4) // 2
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 6, kernel_size=5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, kernel_size=5), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(16 * final_size * final_size, 120), nn.ReLU(),
+            nn.Linear(120, 84), nn.ReLU(),
+            nn.Linear(84, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -122,11 +150,13 @@ def small_resnet(num_classes: int = 10, in_channels: int = 3, width: int = 16) -
 
 
 def build_model(name: str, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
-    """Build a model by name (one of :data:`MODELS`). ``image_size`` matters only for "small-cnn"."""
+    """Build a model by name (one of :data:`MODELS`). ``image_size`` matters only for "small-cnn" and "lenet"."""
     if name == "small-cnn":
         return SmallCNN(in_channels=in_channels, num_classes=num_classes, image_size=image_size)
     if name == "small-resnet":
         return small_resnet(num_classes=num_classes, in_channels=in_channels)
     if name == "resnet18-cifar":
         return ResNet18Cifar(num_classes=num_classes, in_channels=in_channels)
+    if name == "lenet":
+        return LeNet5(in_channels=in_channels, num_classes=num_classes, image_size=image_size)
     raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")

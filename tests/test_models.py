@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from awm_fast.models import MODELS, ResNet18Cifar, SmallCNN, build_model, small_resnet
+from awm_fast.models import MODELS, LeNet5, ResNet18Cifar, SmallCNN, build_model, small_resnet
 
 
 def _count(model: nn.Module, kind: type) -> int:
@@ -56,6 +56,18 @@ def test_small_resnet_has_eight_weight_layers(in_channels, image_size):
     assert model(torch.rand(2, in_channels, image_size, image_size)).shape == (2, 10)
 
 
+def test_lenet5_layers_shapes_and_its_size_check():
+    # LeNet-5's parameter count on 28x28, written out: conv 1*6*25+6, conv 6*16*25+16, fc 400*120+120, 120*84+84,
+    # 84*10+10 = 156 + 2416 + 48120 + 10164 + 850
+    model = LeNet5(1, 10, 28)
+    assert sum(p.numel() for p in model.parameters()) == 61706
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    assert LeNet5(3, 43, 32)(torch.rand(1, 3, 32, 32)).shape == (1, 43)
+    with pytest.raises(ValueError, match="image_size >= 12"):
+        LeNet5(1, 10, 8)
+
+
 def test_models_train_step_reaches_every_parameter():
     torch.manual_seed(0)
     for name in MODELS[:2]:
@@ -66,9 +78,10 @@ def test_models_train_step_reaches_every_parameter():
 
 
 def test_build_model_by_name():
-    assert MODELS == ("small-cnn", "small-resnet", "resnet18-cifar")
+    assert MODELS == ("small-cnn", "small-resnet", "resnet18-cifar", "lenet")
     assert isinstance(build_model("small-cnn", 1, 10, 28), SmallCNN)
+    assert isinstance(build_model("lenet", 1, 10, 28), LeNet5)
     assert isinstance(build_model("resnet18-cifar", 3, 10, 32), ResNet18Cifar)
     assert build_model("small-resnet", 3, 5, 32).fc.out_features == 5
-    with pytest.raises(ValueError, match="small-cnn, small-resnet, resnet18-cifar"):
+    with pytest.raises(ValueError, match="small-cnn, small-resnet, resnet18-cifar, lenet"):
         build_model("vgg16", 3, 10, 32)
