@@ -179,8 +179,10 @@ class AWMConfig:
                        counting as none. When it moves at least half of them and where an image goes depends
                        on where it comes from (the effective number of source-to-destination channels is at
                        least a third of the classes left), the hunt keeps that objective instead of the
-                       suspect's. Its draws come from a generator of its own: where it finds nothing, purify's
-                       result is what it was without it. Measured (docs/EFFICACY.md, rounds 12 and 15; one
+                       suspect's. It runs only when the suspect does not stand out (reached at least 100 times
+                       more easily, in cross-entropy, than every other class: an all-to-one backdoor's target).
+                       Its draws come from a generator of its own: where it finds nothing, purify's
+                       result is what it was without it. Measured (docs/EFFICACY.md, rounds 12, 15 and 17; one
                        image per class): it finds the three all-to-all Fashion-MNIST SmallCNNs, two of the
                        three small ResNets, the four 8x8 digits SmallCNNs it runs on (the full radius finds
                        1 of 5 there, the half radius 3 more), and none of the other attacks' models.         True

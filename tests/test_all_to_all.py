@@ -105,9 +105,58 @@ def test_an_all_to_one_backdoor_is_not_called_all_to_all_and_the_check_changes_n
 
 def test_the_check_tries_the_suspects_radius_then_half_of_it(monkeypatch):
     calls = record_check_radii(monkeypatch)
+    monkeypatch.setattr(search, "ALL_TO_ALL_STANDOUT", math.inf)  # no suspect stands out: the check runs
     result = purify_planted(planted_backdoor_model(), planted_backdoor_data(), mask_layers="linear")
     assert calls == [(1.0, False), (0.5, False)]  # targeted_norm 1.0: an all-to-one backdoor is called at neither
     assert [record["search_radius"] for record in result.history] == [1.0, 1.0]  # the hunt's radius is restored
+
+
+def test_a_suspect_that_stands_out_skips_the_check(monkeypatch):
+    calls = record_check_radii(monkeypatch)
+    purify_planted(planted_backdoor_model(), planted_backdoor_data(), mask_layers="linear")
+    assert calls == []  # the planted all-to-one target is reached far more easily than any other class
+
+
+OTHER_PIXEL = 56  # bottom-left: a row the planted models' clean reading ignores
+
+
+class AllToAllBesideAllToOne(PlantedAllToAll):
+    """PlantedAllToAll plus an all-to-one backdoor: the bottom-left pixel adds 30 per unit to class 0's logit. A
+    universal trigger free to ignore class 0 still finds the corner pixel, which moves every class to the next: the
+    shape of the held-out models of round 17 that the check called all-to-all."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(x)
+        return logits + 30.0 * x.flatten(1)[:, OTHER_PIXEL, None] * torch.eye(CLASSES)[0]
+
+
+def test_an_all_to_one_backdoor_that_stands_out_is_hunted_even_beside_an_all_to_all_trigger(monkeypatch):
+    x, y = all_to_all_data()
+    x.view(len(x), -1)[:, OTHER_PIXEL] = 0.05
+    model = AllToAllBesideAllToOne()
+    assert torch.equal(model(x).argmax(1), y)
+    result = purify_planted(model, (x, y), outer=1)
+    assert result.history[0]["suspect_class"] == 0.0 and result.history[0]["all_to_all"] == 0.0
+    assert int(result.trigger.flatten().abs().argmax()) == OTHER_PIXEL
+    assert torch.equal(model((x + result.trigger).clamp(0, 1)).argmax(1), torch.zeros_like(y))
+    # Without the standout rule the check calls it all-to-all, and the trigger of the mask step, free to ignore
+    # class 0, sends none of the other classes' images there: the backdoor goes unpurified.
+    monkeypatch.setattr(search, "ALL_TO_ALL_STANDOUT", math.inf)
+    unguarded = purify_planted(model, (x, y), outer=1)
+    assert unguarded.history[0]["all_to_all"] == 1.0
+    sent = model((x + unguarded.trigger).clamp(0, 1)).argmax(1)
+    assert not bool((sent[y != 0] == 0).any())
+
+
+def test_stands_out_compares_the_suspect_with_every_other_class():
+    from awm_fast.search import _stands_out
+
+    reach = torch.tensor([0.5, 0.004, 0.6, float("inf")])
+    assert _stands_out(reach, 1)  # 0.004 * 100 <= 0.5
+    assert not _stands_out(torch.tensor([0.5, 0.006, 0.6]), 1)
+    assert not _stands_out(torch.tensor([0.01]), 0)  # nothing to compare with
+    assert not _stands_out(torch.tensor([float("inf"), float("inf")]), 0)
+    assert _stands_out(torch.tensor([0.0, 1e-9]), 0)  # 0 * 100 <= 1e-9
 
 
 def test_a_backdoor_found_at_the_suspects_radius_is_purified_as_before_the_half_radius(monkeypatch):

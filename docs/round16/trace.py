@@ -22,7 +22,8 @@ result = awm_fast.purify(model, few, seed=seed, verbose=False,
                          eval_fn=lambda m: study._metrics(m, x_eval, y_eval, attack), **overrides)
 seconds = time.time() - start
 after = study._metrics(result.model, x_eval, y_eval, attack)
-keys = ("epoch", "ascent_loss", "trigger_loss", "clean_loss", "search_radius", "all_to_all", "mask_mean", "acc", "asr")
+keys = ("epoch", "ascent_loss", "trigger_loss", "clean_loss", "search_radius", "all_to_all", "suspect_class",
+        "mask_mean", "acc", "asr")
 print(json.dumps({"model": model_name, "case": f"{name}:{seed}", "overrides": overrides,
                   "before": before, "after": after, "seconds": seconds,
                   "history": [{key: r[key] for key in keys if key in r} for r in result.history]}), flush=True)

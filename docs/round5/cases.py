@@ -1,13 +1,15 @@
 """Shared by the round-5 scripts: a cached backdoored model with its one-shot and evaluation data."""
 import copy
 import functools
+import os
 
 import torch
 
 from awm_fast import study
 from awm_fast.data import few_shot_subset, load_dataset, without_indices
 
-CACHE = "/tmp/r2/cache"  # the round-2 model cache; `awm-fast study --cache DIR` rebuilds it
+# the round-2 model cache (`awm-fast study --cache DIR` rebuilds it); AWM_CACHE names another (round 17's)
+CACHE = os.environ.get("AWM_CACHE", "/tmp/r2/cache")
 ATTACKS = ("badnets", "blend", "trojan-square", "trojan-watermark", "all-to-all", "wanet")
 torch.set_num_threads(1)  # one thread per process: two scripts share the 2-core machine
 
@@ -52,10 +54,10 @@ def percent(model, x_eval, y_eval, attack):
 
 
 def fashion_case(model_name, case):
-    """MODEL (small-cnn: the 3-epoch Fashion-MNIST models, small-resnet: the 10-epoch ones) and 'ATTACK:SEED' ->
+    """MODEL (small-cnn, lenet: the 3-epoch Fashion-MNIST models, small-resnet: the 10-epoch ones) and 'ATTACK:SEED' ->
     (attack_name, seed, model, attack, few, (x_eval, y_eval)) as load_case gives them."""
     name, seed = case.rsplit(":", 1)
-    epochs = 3 if model_name == "small-cnn" else 10
+    epochs = 10 if model_name == "small-resnet" else 3  # the study's default elsewhere (round 17's lenet)
     return (name, int(seed), *load_case(name, int(seed), "fashion-mnist", model_name, epochs))
 
 
