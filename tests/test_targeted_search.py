@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn as nn
@@ -196,6 +198,22 @@ def test_purify_logs_the_hunt_radius_which_grows_only_up_to_targeted_norm_max():
     radii = {name: [record["search_radius"] for record in run.history] for name, run in runs.items()}
     assert radii == {"two per class": pytest.approx([1.0, 1.5, 2.25]), "one shot": [1.0] * 3,
                      "one shot, penalty": pytest.approx([1.0, 1.5, 2.25])}
+
+
+def test_purify_warns_when_its_last_hunt_still_reaches_the_suspect():
+    model, data = planted_backdoor_model(), planted_backdoor_data()
+    options = {"trigger_search": "targeted", "targeted_norm": 1.0, "outer": 1, "backend": "torch",
+               "mask_layers": "linear"}
+    # One epoch: the hunt ran against the unmasked model, whose backdoor pixel reaches class 2.
+    with pytest.warns(UserWarning, match=r"still reaches class 2 \(mean cross-entropy .* < 1.0\)"):
+        result = awm_fast.purify(model, data, **options)
+    assert result.history[-1]["ascent_loss"] < TARGETED_REACH_CE
+    with torch.no_grad():
+        model[2].weight[BACKDOOR_CLASS, CORNER] = 0.0  # no backdoor: nothing reaches class 2 at radius 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quiet = awm_fast.purify(model, data, **options)
+    assert quiet.history[-1]["ascent_loss"] > TARGETED_REACH_CE
 
 
 def test_more_images_than_a_search_batch_run_on_random_subsets_deterministically():
