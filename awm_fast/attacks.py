@@ -351,7 +351,7 @@ def parse_attack(spec: str) -> tuple[str, dict]:
     for item in filter(None, (part.strip() for part in re.split(r",(?![^\[]*\])", arguments))):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"attack {spec!r}: expected NAME:key=value,..., got {item!r}")
+            raise ValueError(f"expected NAME:key=value,..., got {item!r}")  # callers name the spec
         try:
             kwargs[key.strip()] = json.loads(value)
         except json.JSONDecodeError:

@@ -149,10 +149,11 @@ class TargetedSearch:
         if naming:
             # The class reached most easily (lowest cross-entropy of its best candidate) is the suspect.
             per_class = losses.view(-1, restarts)
-            easiest = int(per_class.min(dim=1).values.argmin())
+            reach = per_class.min(dim=1).values  # [S] each searched class's best candidate
+            easiest = int(reach.argmin())
             self.suspect = int(searched[easiest])
             chosen = easiest * restarts + int(per_class[easiest].argmin())
-            check = self.cfg.all_to_all_check and not _stands_out(per_class.min(dim=1).values, easiest)
+            check = self.cfg.all_to_all_check and not _stands_out(reach, easiest)
             found = self._check_all_to_all() if check else None
             if found is not None:
                 candidates, losses, chosen = found[0][None], found[1][None], 0

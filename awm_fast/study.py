@@ -109,19 +109,17 @@ def build_attack(spec: str, image_size: int, num_classes: int) -> Attack:
     Defaults: every attack's own target; patches shrink to 2 px on 8×8 digits and WaNet warps by 1 px there.
     all-to-all wraps BadNets unless base= says otherwise; its other overrides go to the base attack.
     """
-    name, overrides = parse_attack(spec)
-    defaults: dict = {}
-    if name in ("badnets", "all-to-all"):
-        defaults["size"] = 2 if image_size <= 8 else 3
-    if name == "all-to-all":
-        defaults.update(num_classes=num_classes, base="badnets")
-    if name == "wanet" and image_size <= 8:
-        defaults["strength"] = 1.0  # 0.5 px of warp is nearly invisible on 8×8 and barely learnt
-    if name == "all-to-all" and overrides.get("base", "badnets") != "badnets":
-        del defaults["size"]  # the patch size belongs to BadNets only
     try:
+        name, overrides = parse_attack(spec)
+        defaults: dict = {}
+        if name == "all-to-all":
+            defaults.update(num_classes=num_classes, base="badnets")
+        if name == "badnets" or overrides.get("base", defaults.get("base")) == "badnets":  # BadNets' patch size
+            defaults["size"] = 2 if image_size <= 8 else 3
+        if name == "wanet" and image_size <= 8:
+            defaults["strength"] = 1.0  # 0.5 px of warp is nearly invisible on 8×8 and barely learnt
         return make_attack(name, **{**defaults, **overrides})
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"attack {spec!r}: {exc}") from None
 
 
