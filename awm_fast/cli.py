@@ -187,6 +187,8 @@ def _purify(args: argparse.Namespace) -> int:
 
     def eval_fn(masked_model):
         figures = {} if eval_data is None else _evaluate(masked_model, eval_data, attack, args, None)
+        if bar.n >= bar.total:  # an extra_outer epoch: the hunt still reached the suspect
+            bar.total = bar.n + 1
         bar.update(1)
         bar.set_postfix({k: f"{v:.3f}" for k, v in figures.items() if v is not None}, refresh=False)
         return {k: v for k, v in figures.items() if v is not None}
@@ -359,6 +361,8 @@ def _evaluate(model, data, attack, args: argparse.Namespace, label: str | None) 
 
 
 class _NoBar:
+    n = total = 0
+
     def update(self, n: int = 1) -> None:
         pass
 

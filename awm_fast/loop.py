@@ -39,12 +39,12 @@ from awm_fast.batching import autocast, chunks, distinct, forward_chunk
 from awm_fast.bn_drift import BatchNormDrift
 from awm_fast.config import AWMConfig
 from awm_fast.masking import AttachedMasks
-from awm_fast.search import TargetedSearch, random_l1_points
+from awm_fast.search import TARGETED_REACH_CE, TargetedSearch, random_l1_points
 
 SHRINK_LR = 1e-3  # the authors' lr1: Adam learning rate of the optional shrink warm-up
 
 HISTORY_KEYS = ("epoch", "loss", "clean_loss", "trigger_loss", "ascent_loss", "mask_l1", "mask_mean", "trigger_l1",
-                "lr_mask", "seconds")
+                "lr_mask", "seconds", "extra")
 
 
 class TriggerKind(NamedTuple):
@@ -71,7 +71,8 @@ def check_backend_options(cfg: AWMConfig, backend: str) -> None:
 
 
 class AWMLoop:
-    """Runs `cfg.outer` epochs of trigger recovery + mask update; all state lives on x's device."""
+    """Runs `cfg.outer` epochs of trigger recovery + mask update, then up to `cfg.extra_outer` more while the hunt
+    still reaches the suspect; all state lives on x's device."""
 
     def __init__(self, model: nn.Module, attached: AttachedMasks, x: torch.Tensor, y: torch.Tensor,
                  cfg: AWMConfig, generator: torch.Generator, eval_fn=None, verbose: bool = False,
@@ -124,17 +125,18 @@ class AWMLoop:
         history = []
         best = None  # (score, epoch index, mask snapshot) when cfg.select_epoch
         for epoch in range(cfg.outer):
-            start = time.perf_counter()
-            triggers, ascent_loss = self._recover_triggers()
-            if cfg.select_epoch and epoch > 0:  # this trigger was recovered against the previous epoch's masks
-                best = self._consider(best, history[-1], triggers)
-            sums = torch.zeros(3, device=self.device)  # loss, clean term, trigger term
-            for rows in self._minibatches():
-                sums += self._mask_step(optimizer, rows, triggers)
-            lr = optimizer.param_groups[0]["lr"]
+            triggers, best = self._epoch(epoch, optimizer, history, best)
             if scheduler is not None:
                 scheduler.step()
-            history.append(self._epoch_record(epoch, sums / cfg.steps, ascent_loss, triggers, lr, start))
+        # extra_outer: a hunt that still reaches the suspect shows the backdoor is still there (docs/EFFICACY.md,
+        # rounds 17-18), and lr_decay has left the masks little travel (about 0.06 in all after 20 epochs of 5
+        # steps at 0.9): keep masking at the undecayed rate until the hunt fails or the cap is spent.
+        for extra in range(cfg.extra_outer):
+            if self.search is None or not history[-1]["ascent_loss"] < TARGETED_REACH_CE:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr_mask
+            triggers, best = self._epoch(cfg.outer + extra, optimizer, history, best)
         if cfg.select_epoch:
             final_triggers, _ = self._recover_triggers()
             best = self._consider(best, history[-1], final_triggers)
@@ -144,6 +146,20 @@ class AWMLoop:
                 record["selected"] = float(record["epoch"] == best[1])
         trigger = triggers[0] if cfg.num_triggers == 1 else triggers
         return trigger, history
+
+    def _epoch(self, epoch: int, optimizer: torch.optim.Optimizer, history: list[dict[str, float]], best):
+        """One outer epoch: recover the trigger(s), then cfg.steps mask steps; appends its record to history.
+        Returns (triggers, best) with best updated as _consider does when cfg.select_epoch."""
+        start = time.perf_counter()
+        triggers, ascent_loss = self._recover_triggers()
+        if self.cfg.select_epoch and epoch > 0:  # this trigger was recovered against the previous epoch's masks
+            best = self._consider(best, history[-1], triggers)
+        sums = torch.zeros(3, device=self.device)  # loss, clean term, trigger term
+        for rows in self._minibatches():
+            sums += self._mask_step(optimizer, rows, triggers)
+        lr = optimizer.param_groups[0]["lr"]
+        history.append(self._epoch_record(epoch, sums / self.cfg.steps, ascent_loss, triggers, lr, start))
+        return triggers, best
 
     @torch.no_grad()
     def _consider(self, best, record: dict[str, float], triggers: torch.Tensor):
@@ -426,6 +442,8 @@ class AWMLoop:
         record = {"epoch": epoch + 1, "loss": stats[0], "clean_loss": stats[1], "trigger_loss": stats[2],
                   "ascent_loss": stats[3], "mask_l1": stats[4], "mask_mean": stats[4] / numel,
                   "trigger_l1": stats[5], "lr_mask": lr}
+        if epoch >= self.cfg.outer:
+            record["extra"] = 1.0  # an extra_outer epoch: the hunt before it still reached the suspect
         if self.search is not None:
             record["suspect_class"] = float(self.search.suspect)
             record["all_to_all"] = float(self.search.all_to_all)  # the hunt moves images off their own labels
@@ -443,6 +461,8 @@ class AWMLoop:
 def _print_progress(record: dict[str, float], outer: int) -> None:
     extras = "".join(f"  {key} {value:.4f}" for key, value in record.items()
                      if key not in HISTORY_KEYS and isinstance(value, (int, float)))
-    print(f"[awm] epoch {record['epoch']:>3}/{outer}  loss {record['loss']:.4f}  clean {record['clean_loss']:.4f}"
-          f"  triggered {record['trigger_loss']:.4f}  mask mean {record['mask_mean']:.4f}{extras}"
+    extra = " (extra: the hunt still reached the suspect)" if record.get("extra") else ""
+    print(f"[awm] epoch {record['epoch']:>3}/{outer}{extra}  loss {record['loss']:.4f}"
+          f"  clean {record['clean_loss']:.4f}  triggered {record['trigger_loss']:.4f}"
+          f"  mask mean {record['mask_mean']:.4f}{extras}"
           f"  {record['seconds']:.2f}s", file=sys.stderr, flush=True)

@@ -41,7 +41,8 @@ class PurifyResult:
     masks:   {qualified weight name, e.g. "features.0.weight": mask tensor (fp32, values in [0, 1])}.
     trigger: the recovered trigger of the last outer epoch, shaped like one input [C, H, W]
              (or [K, C, H, W] when num_triggers = K > 1).
-    history: one dict per outer epoch: losses, mask L1 norm, seconds, and whatever eval_fn returned.
+    history: one dict per outer epoch: losses, mask L1 norm, seconds, and whatever eval_fn returned; the epochs
+             extra_outer added carry "extra": 1.0.
     config:  the resolved AWMConfig that ran (trigger_norm, steps, mask_layers... filled in).
     """
 
@@ -151,27 +152,36 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
     work.to(model_device).eval()
     _restore_requires_grad(work, requires_grad)
     if search is not None:
-        _warn_if_the_hunt_still_reaches(history[-1], search)
+        _warn_if_the_hunt_still_reaches(history, search, cfg.outer)
     return PurifyResult(work, masks, trigger.detach().to(model_device), history, cfg)
 
 
-def _warn_if_the_hunt_still_reaches(last: dict[str, float], search: TargetedSearch) -> None:
-    """A UserWarning when the last epoch's hunt still reached the suspect (or, all-to-all, moved the images off their
-    labels): mean cross-entropy below TARGETED_REACH_CE against the masks of the epoch before.
+def _warn_if_the_hunt_still_reaches(history: list[dict[str, float]], search: TargetedSearch, outer: int) -> None:
+    """A UserWarning when the hunt of the last planned epoch (epoch `outer`) still reached the suspect (or, all-to-all,
+    moved the images off their labels) at mean cross-entropy below TARGETED_REACH_CE: the backdoor is probably not
+    erased if the last hunt of all still succeeds, and may be only partly erased if extra_outer's epochs ended with
+    a hunt that failed.
 
-    The evidence runs one way only (docs/EFFICACY.md, rounds 16 and 17): a hunt that fails does not show that the
+    The evidence runs one way only (docs/EFFICACY.md, rounds 16-18): a hunt that fails does not show that the
     backdoor is gone, but one that still succeeds shows that it is not. On the 18 Fashion-MNIST SmallCNNs of the
-    tables the last hunt's cross-entropy is 1.1-7.7 (ASR after 0.6-7.7%); on the held-out LeNet-5 that kept
-    52% ASR it is 0.39."""
-    loss = last["ascent_loss"]
-    if not loss < TARGETED_REACH_CE:
+    tables the last planned hunt's cross-entropy is 1.1-7.7 (ASR after 0.6-7.7%); on the held-out LeNet-5 BadNets
+    models it is below 1, and after extra epochs that ended with a failing hunt they keep 12-28% ASR."""
+    last, extra = history[-1], len(history) - outer
+    epochs = f"{extra} extra epoch{'s' if extra != 1 else ''}"
+    goal = "the images off their own labels" if search.all_to_all else f"class {search.suspect}"
+    verb = ("moves", "moved") if search.all_to_all else ("reaches", "reached")
+    if last["ascent_loss"] < TARGETED_REACH_CE:
+        ran = f" after {epochs}" if extra > 0 else ""
+        message = (f"purify: the last epoch's trigger hunt still {verb[0]} {goal}{ran} (mean cross-entropy "
+                   f"{last['ascent_loss']:.3g} < {TARGETED_REACH_CE}): the backdoor is probably not erased.")
+    elif extra > 0:
+        message = (f"purify: the trigger hunt still {verb[1]} {goal} after the planned epochs (outer={outer}; mean "
+                   f"cross-entropy {history[outer - 1]['ascent_loss']:.3g} < {TARGETED_REACH_CE}); {epochs} ran "
+                   "until it failed, which does not show the backdoor is gone: it may be only partly erased.")
+    else:
         return
-    what = ("still moves the images off their own labels" if search.all_to_all
-            else f"still reaches class {search.suspect}")
-    warnings.warn(f"purify: the last epoch's trigger hunt {what} (mean cross-entropy {loss:.3g} < "
-                  f"{TARGETED_REACH_CE}): the backdoor is probably not erased. More clean images per class, or "
-                  "measuring the attack success rate if the trigger is known, are the next steps.",
-                  UserWarning, stacklevel=3)
+    warnings.warn(f"{message} More clean images per class, or measuring the attack success rate if the trigger is "
+                  "known, are the next steps.", UserWarning, stacklevel=3)
 
 
 def _module_device(model: nn.Module) -> torch.device:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 import awm_fast
 from awm_fast import AWMConfig
+from awm_fast.config import IMPROVED_EXTRA_OUTER
 from awm_fast.inputs import augment_one_shot_consistent
 from awm_fast.ops.trigger import reference_project_l1_ball
 from awm_fast.search import (
@@ -57,8 +58,8 @@ def planted_backdoor_data() -> tuple[torch.Tensor, torch.Tensor]:
 def test_the_planted_backdoor_class_is_suspected_and_its_pixel_found():
     model, (x, y) = planted_backdoor_model(), planted_backdoor_data()
     assert torch.equal(model(x).argmax(1), y)  # the model is right on the clean images
-    result = awm_fast.purify(model, (x, y), trigger_search="targeted", targeted_norm=1.0, outer=2, backend="torch",
-                             mask_layers="linear")
+    result = awm_fast.purify(model, (x, y), trigger_search="targeted", targeted_norm=1.0, outer=2, extra_outer=0,
+                             backend="torch", mask_layers="linear")
     assert [record["suspect_class"] for record in result.history] == [BACKDOOR_CLASS] * 2
     trigger = result.trigger.flatten()
     assert result.trigger.shape == x.shape[1:]
@@ -202,7 +203,7 @@ def test_purify_logs_the_hunt_radius_which_grows_only_up_to_targeted_norm_max():
 
 def test_purify_warns_when_its_last_hunt_still_reaches_the_suspect():
     model, data = planted_backdoor_model(), planted_backdoor_data()
-    options = {"trigger_search": "targeted", "targeted_norm": 1.0, "outer": 1, "backend": "torch",
+    options = {"trigger_search": "targeted", "targeted_norm": 1.0, "outer": 1, "extra_outer": 0, "backend": "torch",
                "mask_layers": "linear"}
     # One epoch: the hunt ran against the unmasked model, whose backdoor pixel reaches class 2.
     with pytest.warns(UserWarning, match=r"still reaches class 2 \(mean cross-entropy .* < 1.0\)"):
@@ -343,3 +344,40 @@ def test_one_shot_filter_with_the_targeted_search_keeps_the_copies_sent_to_the_w
             f"{BACKDOOR_CLASS}, which half-pixel warps reach) of 36 wanted") in capsys.readouterr().err
     assert result.config.one_shot_filter
     assert result.history[0]["suspect_class"] == BACKDOOR_CLASS  # the trigger search hunts the warp suspect's
+
+
+def test_purify_adds_epochs_at_the_undecayed_rate_while_the_hunt_still_reaches_the_suspect():
+    model, data = planted_backdoor_model(), planted_backdoor_data()
+    options = {"trigger_search": "targeted", "targeted_norm": 1.0, "outer": 2, "backend": "torch",
+               "mask_layers": "linear"}
+    plain = awm_fast.purify(model, data, extra_outer=0, **options)
+    # Whether the cap is spent or a hunt fails first, the hunt reached class 2 after the planned epochs: a warning.
+    with pytest.warns(UserWarning, match=r"class 2 after the planned epochs \(outer=2|class 2 after 5 extra epochs"):
+        extended = awm_fast.purify(model, data, extra_outer=5, **options)
+    history = extended.history
+    assert 2 < len(history) <= 2 + 5 and len(plain.history) == 2
+    # The first `outer` epochs are those of a run without extra epochs; each extra one follows a hunt that reached.
+    for ran, record in zip(plain.history, history[:2], strict=True):
+        assert record["loss"] == ran["loss"] and "extra" not in record
+    for before, record in zip(history[1:-1], history[2:], strict=True):
+        assert before["ascent_loss"] < TARGETED_REACH_CE and record["extra"] == 1.0
+        assert record["lr_mask"] == extended.config.lr_mask  # undecayed (lr_decay 0.9 after each of the outer)
+    assert len(history) == 7 or history[-1]["ascent_loss"] >= TARGETED_REACH_CE
+    # The extra epochs cut the backdoor class's weight on the backdoor pixel further.
+    assert extended.masks["2.weight"][BACKDOOR_CLASS, CORNER] < plain.masks["2.weight"][BACKDOOR_CLASS, CORNER]
+    # Where the hunt fails, nothing is added: the same model without its backdoor runs `outer` epochs.
+    with torch.no_grad():
+        model[2].weight[BACKDOOR_CLASS, CORNER] = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no warning
+        assert len(awm_fast.purify(model, data, extra_outer=5, **options).history) == 2
+
+
+def test_extra_outer_defaults_to_the_improved_targeted_hunt_and_needs_it():
+    assert AWMConfig().resolve(784, 10).extra_outer == IMPROVED_EXTRA_OUTER
+    assert AWMConfig(mode="paper").resolve(784, 10).extra_outer == 0
+    assert AWMConfig(trigger_search="untargeted").resolve(784, 10).extra_outer == 0
+    with pytest.raises(ValueError, match="extra_outer=3 needs trigger_search='targeted'"):
+        AWMConfig(mode="paper", extra_outer=3).validate()
+    with pytest.raises(ValueError, match="extra_outer"):
+        AWMConfig(extra_outer=-1).validate()
