@@ -206,8 +206,15 @@ def test_low_precision_runs_with_fp32_masks(precision):
     fp32 = awm_fast.purify(model, (x, y), precision="fp32", backend="torch", **FAST)
     for name, mask in result.masks.items():
         assert mask.dtype == torch.float32
-        # Same procedure; only the forward's rounding differs. lr_mask 1e-2 x 6 steps bounds any drift.
-        assert float((mask - fp32.masks[name]).abs().max()) < 0.06
+        # Same procedure; only the forward's rounding differs, so the low-precision masks must travel where
+        # the fp32 ones do. Measured against that travel, not an absolute figure: improved mode's one-shot
+        # copies make 12 steps an epoch here (36 in all, up to ~0.32 of travel), and a lone element whose
+        # gradient sits near zero can go either way (bf16's worst single element differs by 0.064).
+        travel = 1 - fp32.masks[name].flatten()
+        low_travel = 1 - mask.flatten()
+        assert float(travel.mean()) > 0.05  # the masks did move, so the comparison below means something
+        assert float((low_travel - travel).abs().mean()) < 0.05 * float(travel.mean())
+        assert float(torch.corrcoef(torch.stack([low_travel, travel]))[0, 1]) > 0.99
 
 
 def test_config_object_and_overrides_combine():
