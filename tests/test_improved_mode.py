@@ -136,7 +136,9 @@ def test_dense_and_sparse_triggers_are_each_recovered_as_their_own_kind(mode):
     assert dense.abs().sum().item() == pytest.approx(1.0, rel=1e-5) and int((dense == 0).sum()) == 0
     assert sparse.abs().sum().item() <= 1.0 + 1e-5 and int((sparse == 0).sum()) >= sparse.numel() // 4
     patch = dict(options, mode="improved", projection="exact", clamp_ascent=True)
-    for backend, atol in (("torch", 0.0), ("reference", 1e-6)):
+    # 1e-6 on both paths: the batched run's forwards hold twice the images, and CPU kernels need not round a batch
+    # of 2N as they round N (on AVX-512 machines the sparse trigger differs by up to 7e-9 after five steps).
+    for backend, atol in (("torch", 1e-6), ("reference", 1e-6)):
         alone = awm_fast.purify(model, (x, y), backend=backend, **options).trigger.flatten()
         torch.testing.assert_close(dense, alone, rtol=0, atol=atol)
         alone = awm_fast.purify(model, (x, y), backend=backend, **patch).trigger.flatten()
