@@ -87,6 +87,8 @@ class AWMLoop:
         if (cfg.trigger_search == "targeted") != (search is not None):
             raise ValueError(f"trigger_search={cfg.trigger_search!r} needs a TargetedSearch exactly when targeted")
         self.search = search
+        # warp_mask_pull acts on warp suspects only: patch and blend backdoors need all the travel (round 19).
+        self.mask_pull = cfg.warp_mask_pull if search is not None and search.warp_suspected else 0.0
         self.eval_fn, self.verbose = eval_fn, verbose
         self.device = x.device
         # Loss scaling only where fp16 gradients can underflow in practice: CUDA.
@@ -329,6 +331,11 @@ class AWMLoop:
         else:
             optimizer.step()
         with torch.no_grad():
+            if self.mask_pull:
+                # m += p·(1 − m) = m·(1 − p) + p with p = lr·ρ: the pull back to 1 at the step's (decayed) rate.
+                pull = optimizer.param_groups[0]["lr"] * self.mask_pull
+                torch._foreach_mul_(self.masks, 1.0 - pull)
+                torch._foreach_add_(self.masks, pull)
             torch._foreach_clamp_min_(self.masks, 0.0)
             torch._foreach_clamp_max_(self.masks, 1.0)
         data_loss = alpha * clean_term + (1 - alpha) * trigger_term

@@ -120,6 +120,7 @@ class TargetedSearch:
         self.device = x.device
         self.chunk = forward_chunk(cfg, x.device)
         self.suspect = suspect  # the suspected target class, named by the first search (or given) and kept
+        self.warp_suspected = suspect is not None  # given by purify's warp check (warp_suspect)
         self.best = None  # [C, H, W] the suspect's trigger of the last search
         self.radius = cfg.targeted_norm  # L1 radius of the candidates; grows up to cfg.targeted_norm_max
         # All-to-all (found by the first search's check): the hunt then moves images off their own labels, counting

@@ -381,3 +381,33 @@ def test_extra_outer_defaults_to_the_improved_targeted_hunt_and_needs_it():
         AWMConfig(mode="paper", extra_outer=3).validate()
     with pytest.raises(ValueError, match="extra_outer"):
         AWMConfig(extra_outer=-1).validate()
+
+
+@pytest.mark.filterwarnings("ignore:purify. the last epoch's trigger hunt still reaches")  # the pull's cost
+def test_warp_mask_pull_draws_the_masks_back_to_one_for_a_warp_suspect_only():
+    x, y = planted_backdoor_data()
+    options = {"trigger_search": "targeted", "one_shot_filter": True, "outer": 2, "extra_outer": 0, "seed": 4,
+               "backend": "torch", "mask_layers": "linear", "lr_mask": 0.01, "lr_decay": None}
+
+    def travel(model, pull):
+        masks = awm_fast.purify(model, (x[::2], y[::2]), warp_mask_pull=pull, **options).masks
+        return torch.cat([(1 - m).flatten() for m in masks.values()])
+
+    warping = ResamplingBackdoor().eval()
+    free = travel(warping, 0.0)
+    assert free.max() > 0.01  # without the pull the warp suspect's trigger moves the masks
+    # lr·ρ = 1: m·(1 − 1) + 1 = 1 after every step, so no mask keeps any travel.
+    assert torch.equal(travel(warping, 100.0), torch.zeros_like(free))
+    assert 0 < travel(warping, 10.0).sum() < free.sum()  # a weaker pull keeps part of it
+    # On a patch backdoor the warp check names nothing: the pull changes no bit.
+    patch = planted_backdoor_model()
+    assert torch.equal(travel(patch, 100.0), travel(patch, 0.0))
+
+
+def test_warp_mask_pull_is_off_by_default_and_validated():
+    assert AWMConfig().resolve(784, 10).warp_mask_pull == 0.0
+    assert AWMConfig(mode="paper").resolve(784, 10).warp_mask_pull == 0.0
+    assert AWMConfig(warp_mask_pull=2).resolve(784, 10).warp_mask_pull == 2.0
+    for bad in (-1.0, float("nan"), float("inf"), "5"):
+        with pytest.raises(ValueError, match="warp_mask_pull must be finite and >= 0"):
+            AWMConfig(warp_mask_pull=bad).validate()
