@@ -340,12 +340,10 @@ class AWMConfig:
                 raise ValueError(f"{name} must be finite and > 0, got {getattr(self, name)}")
         if self.distill_weight is not None and not (math.isfinite(self.distill_weight) and self.distill_weight >= 0):
             raise ValueError(f"distill_weight must be finite and >= 0, got {self.distill_weight}")
-        if not (isinstance(self.bn_drift_weight, int | float) and math.isfinite(self.bn_drift_weight)
-                and self.bn_drift_weight >= 0):
-            raise ValueError(f"bn_drift_weight must be finite and >= 0, got {self.bn_drift_weight!r}")
-        if not (isinstance(self.warp_mask_pull, int | float) and math.isfinite(self.warp_mask_pull)
-                and self.warp_mask_pull >= 0):
-            raise ValueError(f"warp_mask_pull must be finite and >= 0, got {self.warp_mask_pull!r}")
+        for name in ("bn_drift_weight", "warp_mask_pull"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
         for name in ("trigger_norm", "targeted_norm", "targeted_norm_max"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
