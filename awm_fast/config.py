@@ -117,16 +117,18 @@ class AWMConfig:
                        5.2 (all-to-all 45.2 vs 23.3): it helps the deeper BatchNorm network and hurts the
                        shallow one, so it is off by default. Fast backends only; the clean images of a step
                        then share one forward.                                                              0
-        warp_mask_pull: ρ ≥ 0. When the warp check names the suspect (a warping backdoor; trigger_search=
-                       "targeted" with one_shot_filter), every mask step ends by moving each mask lr·ρ of the way
-                       back to 1 (m += lr·ρ·(1 − m), at the step's decayed lr). A mask that Adam pushes at its
-                       full pace every step settles near 1 − 1/ρ, and one pushed only now and then drifts back.
-                       The pull acts on warp suspects only: patch and blend backdoors need all the travel (ρ = 5
-                       on every model: Trojan square 1.7 -> 14.3% ASR). Measured (docs/EFFICACY.md, round 19;
+        warp_mask_pull: ρ ≥ 0. When the warp check names the suspect (a warping backdoor, on 8x8 digits also
+                       Blend and SIG ones; trigger_search="targeted" with one_shot_filter), every mask step
+                       ends by moving each mask lr·ρ of the way back to 1 (m += lr·ρ·(1 − m), at the step's
+                       decayed lr). A mask that Adam pushes at its full pace every step settles near 1 − 1/ρ,
+                       and one pushed only now and then drifts back. The pull acts on warp suspects only:
+                       on Fashion-MNIST patch and blend backdoors need all the travel (ρ = 5 on every model:
+                       Trojan square 1.7 -> 14.3% ASR). Measured (docs/EFFICACY.md, round 19;
                        Fashion-MNIST SmallCNN, one image per class), ρ = 5 against 0: the tables' WaNet keeps
                        1.6 more points of accuracy at the same ASR (3 seeds), two held-out WaNets 3.5 more
-                       for 1.4 more ASR (6 models, one over the 5% bar: 7.0 vs 3.9). The ASR bar comes
-                       first, so it is opt-in.                                                              0
+                       for 1.4 more ASR (6 models, one over the 5% bar: 7.0 vs 3.9). On 8x8 digits it costs
+                       accuracy instead (round 20: WaNet 2.3 points, Blend 2.1, SIG 1.5, same ASR), with
+                       the masks nearer 1. Opt-in.                                                          0
         select_epoch:  keep the masks of the outer epoch with the lowest label-free score instead of
                        the last epoch's: the freshly recovered trigger's own attack success (largest
                        share of the clean images it sends to one class they were not predicted as)
