@@ -138,7 +138,8 @@ class AWMConfig:
                        test ASR (docs/EFFICACY.md, round 2).
         mask_layers:   which weights get masks: "conv" (the paper: every Conv2d), "linear",
                        "conv+linear", a list of module names, or a predicate (name, module) -> bool.
-                       None = "conv" in both modes.
+                       None = "conv" in both modes (the paper), or "linear" on a model with no Conv2d
+                       (an MLP), where "conv" would select nothing.
         input_bounds:  valid input range (lo, hi); triggered inputs are clamped to it.        (0, 1)
         one_shot_augment: augmented copies added per image when the data holds at most one image
                        per class (the authors add 9: random resized crop + horizontal flip);
@@ -369,9 +370,11 @@ class AWMConfig:
             return self.augment_beyond_one_shot
         return self.mode == "improved"
 
-    def resolve(self, input_numel: int, num_samples: int, input_channels: int = 1, one_shot: bool = True) -> AWMConfig:
+    def resolve(self, input_numel: int, num_samples: int, input_channels: int = 1, one_shot: bool = True,
+                has_conv: bool = True) -> AWMConfig:
         """The concrete config for `num_samples` inputs of `input_numel` elements (C·H·W, C = input_channels) each;
-        one_shot: the data holds at most one sample per class (it decides targeted_norm_max).
+        one_shot: the data holds at most one sample per class (it decides targeted_norm_max); has_conv: the model
+        has a Conv2d that masks can select (mask_layers=None then means "conv", otherwise "linear").
 
         No None is left but device, seed and lr_decay.
         """
@@ -417,7 +420,7 @@ class AWMConfig:
             augment_beyond_one_shot=self.resolved_augment_beyond_one_shot(),
             targeted_norm=targeted_norm,
             targeted_norm_max=float(targeted_norm_max),
-            mask_layers=self.mask_layers if self.mask_layers is not None else "conv",
+            mask_layers=self.mask_layers if self.mask_layers is not None else ("conv" if has_conv else "linear"),
             projection=self.projection if self.projection is not None else "rescale",
             input_bounds=_bounds(self.input_bounds),
         )

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["MODELS", "BasicBlock", "CifarResNet", "LeNet5", "ResNet18Cifar", "SmallCNN", "build_model", "small_resnet"]
+__all__ = ["MLP", "MODELS", "BasicBlock", "CifarResNet", "LeNet5", "ResNet18Cifar", "SmallCNN", "build_model",
+           "small_resnet"]
 
-MODELS = ("small-cnn", "small-resnet", "resnet18-cifar", "lenet")
+MODELS = ("small-cnn", "small-resnet", "resnet18-cifar", "lenet", "mlp")
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
@@ -83,6 +84,26 @@ class LeNet5(nn.Module):
         return self.classifier(self.features(x))
 
 
+class MLP(nn.Module):
+    """A convolution-free classifier: Flatten -> Linear(hidden[0]) -> ReLU -> ... -> Linear(num_classes).
+
+    Input [N, in_channels, S, S] (any shape whose trailing C·H·W is input_numel). No Conv2d, so purify masks its
+    Linear weights (mask_layers=None resolves to "linear" on such a model).
+    """
+
+    def __init__(self, input_numel: int, num_classes: int = 10, hidden: Sequence[int] = (256, 128)) -> None:
+        super().__init__()
+        widths = [input_numel, *hidden]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for width_in, width_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(width_in, width_out), nn.ReLU()]
+        layers.append(nn.Linear(widths[-1], num_classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
 class BasicBlock(nn.Module):
     """ResNet basic block: two conv3x3+BN with an identity (or 1x1 conv+BN projection) shortcut."""
 
@@ -150,7 +171,7 @@ def small_resnet(num_classes: int = 10, in_channels: int = 3, width: int = 16) -
 
 
 def build_model(name: str, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
-    """Build a model by name (one of :data:`MODELS`). ``image_size`` matters only for "small-cnn" and "lenet"."""
+    """Build a model by name (one of :data:`MODELS`). ``image_size`` matters only for "small-cnn", "lenet" and "mlp"."""
     if name == "small-cnn":
         return SmallCNN(in_channels=in_channels, num_classes=num_classes, image_size=image_size)
     if name == "small-resnet":
@@ -159,4 +180,6 @@ def build_model(name: str, in_channels: int, num_classes: int, image_size: int) 
         return ResNet18Cifar(num_classes=num_classes, in_channels=in_channels)
     if name == "lenet":
         return LeNet5(in_channels=in_channels, num_classes=num_classes, image_size=image_size)
+    if name == "mlp":
+        return MLP(in_channels * image_size * image_size, num_classes=num_classes)
     raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")

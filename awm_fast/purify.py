@@ -97,7 +97,8 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
     # The filtered set's size is known only once the model has labelled the candidates (below): the step count
     # follows the size the augmentation aims for, N·(1 + copies), so filtering never changes it.
     cfg = cfg.resolve(input_numel=x[0].numel(), num_samples=originals * (1 + copies),
-                      input_channels=x.shape[1] if x.dim() == 4 else 1, one_shot=is_one_shot(y))
+                      input_channels=x.shape[1] if x.dim() == 4 else 1, one_shot=is_one_shot(y),
+                      has_conv=bool(select_layers(model, "conv")))
     model_device = _module_device(model)
     device = _run_device(cfg.device, model_device)
     backend = ops.resolve_backend(cfg.backend, device)

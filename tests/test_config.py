@@ -49,6 +49,10 @@ def test_paper_and_improved_modes_resolve_differently():
     assert (improved.distill_weight, improved.select_epoch, improved.steps) == (0.1, False, 5)
     assert (improved.trigger_search, improved.one_shot_filter, improved.augment_beyond_one_shot) == (
         "targeted", True, True)
+    # a model without a Conv2d gets Linear masks in either mode, since "conv" would select nothing
+    assert AWMConfig().resolve(64, 100, has_conv=False).mask_layers == "linear"
+    assert AWMConfig(mode="paper").resolve(64, 100, has_conv=False).mask_layers == "linear"
+    assert AWMConfig(mask_layers="conv+linear").resolve(64, 100, has_conv=False).mask_layers == "conv+linear"
     # every improved-mode default stays overridable
     custom = AWMConfig(mode="improved", distill_weight=0.0, select_epoch=True, projection="exact",
                        clamp_ascent=True, clean_loss="distill", mask_layers="conv+linear", steps=15,

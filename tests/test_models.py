@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from awm_fast.models import MODELS, LeNet5, ResNet18Cifar, SmallCNN, build_model, small_resnet
+from awm_fast.models import MLP, MODELS, LeNet5, ResNet18Cifar, SmallCNN, build_model, small_resnet
 
 
 def _count(model: nn.Module, kind: type) -> int:
@@ -68,6 +68,15 @@ def test_lenet5_layers_shapes_and_its_size_check():
         LeNet5(1, 10, 8)
 
 
+def test_mlp_layers_shapes_and_no_convolution():
+    # 784*256+256, 256*128+128, 128*10+10 on 28x28, written out
+    model = MLP(28 * 28)
+    assert sum(p.numel() for p in model.parameters()) == 200960 + 32896 + 1290
+    assert _count(model, nn.Linear) == 3 and _count(model, nn.Conv2d) == 0
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    assert MLP(3 * 32 * 32, 43, hidden=(64,))(torch.rand(1, 3, 32, 32)).shape == (1, 43)
+
+
 def test_models_train_step_reaches_every_parameter():
     torch.manual_seed(0)
     for name in MODELS[:2]:
@@ -78,10 +87,11 @@ def test_models_train_step_reaches_every_parameter():
 
 
 def test_build_model_by_name():
-    assert MODELS == ("small-cnn", "small-resnet", "resnet18-cifar", "lenet")
+    assert MODELS == ("small-cnn", "small-resnet", "resnet18-cifar", "lenet", "mlp")
     assert isinstance(build_model("small-cnn", 1, 10, 28), SmallCNN)
+    assert build_model("mlp", 3, 10, 32)(torch.rand(1, 3, 32, 32)).shape == (1, 10)
     assert isinstance(build_model("lenet", 1, 10, 28), LeNet5)
     assert isinstance(build_model("resnet18-cifar", 3, 10, 32), ResNet18Cifar)
     assert build_model("small-resnet", 3, 5, 32).fc.out_features == 5
-    with pytest.raises(ValueError, match="small-cnn, small-resnet, resnet18-cifar, lenet"):
+    with pytest.raises(ValueError, match="small-cnn, small-resnet, resnet18-cifar, lenet, mlp"):
         build_model("vgg16", 3, 10, 32)

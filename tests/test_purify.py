@@ -262,10 +262,18 @@ def test_bad_data_raises_a_clear_error_and_leaves_the_model_alone(make_data, err
 
 
 def test_a_model_without_maskable_layers_is_rejected():
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 4))
+    # A model without convolutions: the default masks its Linear layers, as mask_layers="linear" does, bit for bit;
+    # asked for convolutions by name, it has none to mask.
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 4))
     x, y = tiny_data()
+    default = awm_fast.purify(model, (x, y), outer=1)
+    explicit = awm_fast.purify(model, (x, y), outer=1, mask_layers="linear")
+    assert default.config.mask_layers == "linear" and set(default.masks) == {"1.weight", "3.weight"}
+    for name in default.masks:
+        assert torch.equal(default.masks[name], explicit.masks[name])
+    assert any(float(mask.min()) < 1.0 for mask in default.masks.values())  # the run masked something
     with pytest.raises(ValueError, match="no layer"):
-        awm_fast.purify(model, (x, y))  # paper mode masks convolutions only
+        awm_fast.purify(model, (x, y), mask_layers="conv")
 
 
 def test_weight_tied_layer_is_masked_once_and_folded_everywhere():
