@@ -6,6 +6,7 @@ nn.Conv2d / nn.Linear / nn.BatchNorm2d layers so that purification can mask thei
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -95,7 +96,7 @@ class MLP(nn.Module):
         super().__init__()
         widths = [input_numel, *hidden]
         layers: list[nn.Module] = [nn.Flatten()]
-        for width_in, width_out in zip(widths[:-1], widths[1:]):
+        for width_in, width_out in itertools.pairwise(widths):
             layers += [nn.Linear(width_in, width_out), nn.ReLU()]
         layers.append(nn.Linear(widths[-1], num_classes))
         self.layers = nn.Sequential(*layers)
