@@ -1,0 +1,28 @@
+# One default purify with overrides on a cached Fashion-MNIST model, with what its history says: the suspect, the last
+# hunts' cross-entropy to it (purify's extra epochs and warning use 1 as the bar), the masks' final mean.
+#   AWM_CACHE=DIR python knob_probe.py MODEL ATTACK:SEED ['json overrides']
+# Prints one JSON line.
+import json
+import os
+import sys
+import time
+import warnings
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "round5"))
+from cases import case_from_argv, percent
+
+import awm_fast
+
+model_name, name, seed, overrides, model, attack, few, (x_eval, y_eval) = case_from_argv(sys.argv)
+start = time.perf_counter()
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    result = awm_fast.purify(model, few, seed=seed, **overrides)
+history = result.history
+print(json.dumps({"model": model_name, "case": f"{name}:{seed}", "overrides": overrides,
+                  "mask_layers": result.config.mask_layers, "before": percent(model, x_eval, y_eval, attack),
+                  "after": percent(result.model, x_eval, y_eval, attack),
+                  "epochs": len(history), "suspect": history[0].get("suspect_class"),
+                  "last_hunts": [round(record["ascent_loss"], 2) for record in history[-3:]],
+                  "mask_mean": round(history[-1]["mask_mean"], 3), "warnings": len(caught),
+                  "seconds": round(time.perf_counter() - start)}), flush=True)
