@@ -261,7 +261,7 @@ def test_bad_data_raises_a_clear_error_and_leaves_the_model_alone(make_data, err
     assert not any("Masked" in type(m).__name__ for m in model.modules())
 
 
-def test_a_model_without_maskable_layers_is_rejected():
+def test_a_model_without_convolutions_gets_linear_masks_and_one_without_maskable_layers_is_rejected():
     # A model without convolutions: the default masks its Linear layers, as mask_layers="linear" does, bit for bit;
     # asked for convolutions by name, it has none to mask.
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 4))
@@ -272,8 +272,19 @@ def test_a_model_without_maskable_layers_is_rejected():
     for name in default.masks:
         assert torch.equal(default.masks[name], explicit.masks[name])
     assert any(float(mask.min()) < 1.0 for mask in default.masks.values())  # the run masked something
-    with pytest.raises(ValueError, match="no layer"):
+    with pytest.raises(ValueError, match="no layer that mask_layers='conv' selects"):
         awm_fast.purify(model, (x, y), mask_layers="conv")
+
+    class RawMatrix(nn.Module):  # its weight is a bare Parameter: nothing AWM can mask
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(64, 4))
+
+        def forward(self, inputs):
+            return inputs.flatten(1) @ self.weight
+
+    with pytest.raises(ValueError, match="no layer that mask_layers='linear' selects"):
+        awm_fast.purify(RawMatrix(), (x, y))
 
 
 def test_weight_tied_layer_is_masked_once_and_folded_everywhere():
