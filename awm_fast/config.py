@@ -211,6 +211,16 @@ class AWMConfig:
                        image per class): it finds the three all-to-all Fashion-MNIST SmallCNNs, two of the
                        three small ResNets, the four 8x8 digits SmallCNNs it runs on (the full radius finds
                        1 of 5 there, the half radius 3 more), and none of the other attacks' models.         True
+        residual_check: after purify, with an all-to-one suspect, search every class once more on the purified
+                       model, at twice the hunt's radius, as the naming search does (one more naming search of
+                       work), and warn when the suspect is still reached more than twice as easily as any other
+                       class: the backdoor is then probably still there, even where the last hunts failed.
+                       history[-1] records the ratio as "suspect_standout" (the runner-up's cross-entropy over
+                       the suspect's). Its draws come from a generator of its own, so the purified model is the
+                       same with it or without it. Measured (docs/EFFICACY.md, round 21; one image per class):
+                       at most 0.13 on six purified Fashion-MNIST SmallCNNs (1.4-7.9% ASR left), 2.9-6.0 on
+                       five LeNet-5s (6.9-32% left), 3.0-11.3 on 5 of 13 MLPs (9.7-64% left; the other 8, with
+                       14-50% left, stay under the bar), and 0.54-1.48 on never-poisoned MLPs and LeNet-5s.  True
         one_shot_filter: keep only the augmented copies the original model assigns to their source
                        image's label (awm_fast.inputs.augment_one_shot_consistent). Measured (round
                        5 of docs/EFFICACY.md): most of the authors' copies are not label-consistent;
@@ -281,6 +291,7 @@ class AWMConfig:
     trigger_restarts: int = 4
     class_shortlist: int | None = 10
     all_to_all_check: bool = True
+    residual_check: bool = True
     inplace: bool = False
     log_every: int = 1
     forward_chunk: int | None = None
@@ -323,7 +334,7 @@ class AWMConfig:
         for name in ("one_shot_filter", "augment_beyond_one_shot"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool or None, got {getattr(self, name)!r}")
-        for name in ("all_to_all_check", "distill_correct_only"):
+        for name in ("all_to_all_check", "distill_correct_only", "residual_check"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.seed is not None:

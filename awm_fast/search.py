@@ -102,6 +102,14 @@ ALL_TO_ALL_RADII = (1.0, 0.5)
 # all-to-all, so that the hunt left their target alone (ASR 73.5 and 93.0 after purify). A suspect below the bar is
 # checked as before: the all-to-one models' ratios range from 9.1 (a model the check leaves alone) to 120,000.
 ALL_TO_ALL_STANDOUT = 100.0
+# purify's residual check (cfg.residual_check, round 21): after the loop, every class is searched once more on the
+# purified model, at RESIDUAL_RADIUS_FACTOR times the hunt's radius, and purify warns when the suspect is still
+# reached more than RESIDUAL_STANDOUT times as easily (in cross-entropy) as the runner-up. Measured at twice the radius
+# (docs/EFFICACY.md, round 21): at most 0.13 on six purified Fashion-MNIST SmallCNNs (1.4-7.9% ASR left), 2.9-6.0
+# on five LeNet-5s (6.9-32% left), 3.0-11.3 on 5 of 13 MLPs (9.7-64% left; the others 0.43-1.64), and 0.54-1.48 on
+# never-poisoned MLPs and LeNet-5s, whose easiest class is named too: hence a bar of 2, not 1.
+RESIDUAL_RADIUS_FACTOR = 2.0
+RESIDUAL_STANDOUT = 2.0
 
 
 class TargetedSearch:
@@ -165,6 +173,31 @@ class TargetedSearch:
                 self.radius = min(self.radius * TARGETED_GROWTH, self.cfg.targeted_norm_max)
         self.best = candidates[chosen]
         return self.best[None].clone(), losses[chosen], self.suspect
+
+    def suspect_standout(self, radius: float) -> float:
+        """How much more easily the suspect is reached than any other class now, by triggers of L1 `radius`: the
+        runner-up's reach over the suspect's, each class's reach being the mean cross-entropy of its best candidate
+        after the naming search's own search (trigger_restarts candidates, TARGETED_STEPS steps; on a model with
+        more than cfg.class_shortlist classes, the shortlist its screen picks, and the suspect). Above 1 the
+        suspect is still the class reached most easily. Draws from a generator of its own and leaves the search
+        as it found it (radius, generator), so a later epoch or run is the same with or without this call."""
+        saved = self.radius, self.generator
+        self.radius = radius
+        self.generator = torch.Generator().manual_seed(saved[1].initial_seed() + 2)
+        try:
+            classes = self._classes_to_name()
+            if not bool((classes == self.suspect).any()):
+                classes = torch.cat([classes, torch.tensor([self.suspect], device=self.device)])
+            restarts = self.cfg.trigger_restarts
+            candidates = self._random_candidates(classes.shape[0] * restarts)
+            candidates[::restarts] = 0.0
+            _, losses = self._descend(candidates, classes.repeat_interleave(restarts), TARGETED_STEPS)
+        finally:
+            self.radius, self.generator = saved
+        reach = losses.view(-1, restarts).min(dim=1).values  # [S] per class searched
+        suspect = classes == self.suspect
+        # A suspect at cross-entropy 0 (float32 underflow) with any other class above it stands out without bound.
+        return float(reach[~suspect].min() / reach[suspect].min().clamp(min=torch.finfo(reach.dtype).tiny))
 
     def _classes_to_name(self) -> torch.Tensor:
         """The classes [S] int64 the naming search tries: every class, or on a model with more classes than

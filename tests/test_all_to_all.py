@@ -85,6 +85,7 @@ def test_an_all_to_all_backdoor_is_found_and_its_pixel_hunted(monkeypatch):
     result = purify_planted(PlantedAllToAll(), all_to_all_data())
     assert calls == [(1.0, True)]  # found at the suspect's radius (targeted_norm 1.0): no check at half of it
     assert [record["all_to_all"] for record in result.history] == [1.0, 1.0]
+    assert "suspect_standout" not in result.history[-1]  # no one class to stand out: no residual check
     # The hunted trigger is the backdoor pixel: most of its L1 mass, and on the original model it moves every image
     # to the next class (the loss of leaving is bounded, so it stops growing once they have left).
     trigger = result.trigger.flatten()

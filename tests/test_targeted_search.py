@@ -15,6 +15,8 @@ from awm_fast.config import IMPROVED_EXTRA_OUTER
 from awm_fast.inputs import augment_one_shot_consistent
 from awm_fast.ops.trigger import reference_project_l1_ball
 from awm_fast.search import (
+    RESIDUAL_RADIUS_FACTOR,
+    RESIDUAL_STANDOUT,
     TARGETED_FRESH,
     TARGETED_GROWTH,
     TARGETED_REACH_CE,
@@ -215,6 +217,66 @@ def test_purify_warns_when_its_last_hunt_still_reaches_the_suspect():
         warnings.simplefilter("error")
         quiet = awm_fast.purify(model, data, **options)
     assert quiet.history[-1]["ascent_loss"] > TARGETED_REACH_CE
+
+
+def test_residual_check_measures_the_purified_model_and_changes_nothing_else():
+    model, data = planted_backdoor_model(), planted_backdoor_data()
+    options = {"trigger_search": "targeted", "targeted_norm": 1.0, "outer": 1, "extra_outer": 0, "backend": "torch",
+               "mask_layers": "linear"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one epoch leaves the backdoor: the hunt's own warning
+        checked = awm_fast.purify(model, data, **options)
+        unchecked = awm_fast.purify(model, data, residual_check=False, **options)
+    # The check draws from a generator of its own and runs after the masks are folded: the same result, bit for bit.
+    assert torch.equal(checked.trigger, unchecked.trigger)
+    for name, mask in checked.masks.items():
+        assert torch.equal(mask, unchecked.masks[name])
+    assert "suspect_standout" not in unchecked.history[-1]
+    # One epoch does not cut the backdoor pixel: at twice the radius it sends every image to class 2 far more easily
+    # than anything reaches another class (the row classes need a whole row brightened).
+    assert checked.history[-1]["suspect_standout"] > 100 * RESIDUAL_STANDOUT
+    # Measured on the purified model, not the original: without its backdoor the same network's suspect does not.
+    with torch.no_grad():
+        model[2].weight[BACKDOOR_CLASS, CORNER] = 0.0
+    quiet = awm_fast.purify(model, data, **options)
+    assert quiet.history[-1]["suspect_standout"] <= RESIDUAL_STANDOUT
+
+
+def test_suspect_standout_leaves_the_search_as_it_found_it():
+    model, (x, _) = planted_backdoor_model(), planted_backdoor_data()
+    cfg = AWMConfig(trigger_search="targeted", targeted_norm=1.0).resolve(x[0].numel(), len(x))
+    search = TargetedSearch(model, x, cfg, torch.Generator().manual_seed(0))
+    search.recover()  # names the suspect
+    state, radius = search.generator.get_state(), search.radius
+    assert search.suspect_standout(2.0) > 100 * RESIDUAL_STANDOUT
+    assert search.radius == radius and torch.equal(search.generator.get_state(), state)
+
+
+def test_purify_warns_when_the_suspect_still_stands_out_after_hunts_that_failed(monkeypatch):
+    model, data = planted_backdoor_model(), planted_backdoor_data()
+    with torch.no_grad():
+        model[2].weight[BACKDOOR_CLASS, CORNER] = 0.0  # no backdoor: the hunts fail, so their warning stays quiet
+    options = {"trigger_search": "targeted", "targeted_norm": 1.0, "outer": 1, "extra_outer": 0, "backend": "torch",
+               "mask_layers": "linear"}
+    radii, standout = [], {"value": 2.5}
+
+    def measured(self, radius):
+        radii.append(radius)
+        return standout["value"]
+
+    monkeypatch.setattr(TargetedSearch, "suspect_standout", measured)
+    with pytest.warns(UserWarning, match=r"is still the class that a universal trigger of L1 radius 2 reaches most "
+                                         r"easily \(2.5 times more easily"):
+        result = awm_fast.purify(model, data, **options)
+    assert radii == [RESIDUAL_RADIUS_FACTOR * 1.0] and result.history[-1]["suspect_standout"] == 2.5
+    standout["value"] = RESIDUAL_STANDOUT  # at the bar: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        awm_fast.purify(model, data, **options)
+        awm_fast.purify(model, data, residual_check=False, **options)
+    assert len(radii) == 2  # switched off, it is not measured
+    with pytest.raises(ValueError, match="residual_check must be a bool"):
+        AWMConfig(residual_check=1).validate()
 
 
 def test_more_images_than_a_search_batch_run_on_random_subsets_deterministically():
