@@ -178,14 +178,18 @@ class TargetedSearch:
         """How much more easily the suspect is reached than any other class now, by triggers of L1 `radius`: the
         runner-up's reach over the suspect's, each class's reach being the mean cross-entropy of its best candidate
         after the naming search's own search (trigger_restarts candidates, TARGETED_STEPS steps; on a model with
-        more than cfg.class_shortlist classes, the shortlist its screen picks, and the suspect). Above 1 the
-        suspect is still the class reached most easily. Draws from a generator of its own and leaves the search
-        as it found it (radius, generator), so a later epoch or run is the same with or without this call."""
+        more than cfg.class_shortlist classes, the classes its screen reaches most easily, at least two, and the
+        suspect). Above 1 the suspect is still the class reached most easily. Draws from a generator of its own
+        and leaves the search as it found it (radius, generator), so a later epoch or run is the same with or
+        without this call."""
         saved = self.radius, self.generator
         self.radius = radius
         self.generator = torch.Generator().manual_seed(saved[1].initial_seed() + 2)
         try:
-            classes = self._classes_to_name()
+            num_classes = self._num_classes()
+            classes = torch.arange(num_classes, device=self.device)
+            if screens_classes(self.cfg, num_classes):  # a runner-up is needed even with a shortlist of one
+                classes = self._screen(num_classes).argsort()[: max(self.cfg.class_shortlist, 2)]
             if not bool((classes == self.suspect).any()):
                 classes = torch.cat([classes, torch.tensor([self.suspect], device=self.device)])
             restarts = self.cfg.trigger_restarts
