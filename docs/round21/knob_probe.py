@@ -1,5 +1,6 @@
 # One default purify with overrides on a cached Fashion-MNIST model, with what its history says: the suspect, the last
-# hunts' cross-entropy to it (purify's extra epochs and warning use 1 as the bar), the masks' final mean.
+# hunts' cross-entropy to it (purify's extra epochs and warning use 1 as the bar), the masks' final mean, and the
+# residual check's ratio (None where it did not run).
 #   AWM_CACHE=DIR python knob_probe.py MODEL ATTACK:SEED ['json overrides']
 # Prints one JSON line.
 import json
@@ -25,4 +26,5 @@ print(json.dumps({"model": model_name, "case": f"{name}:{seed}", "overrides": ov
                   "epochs": len(history), "suspect": history[0].get("suspect_class"),
                   "last_hunts": [round(record["ascent_loss"], 2) for record in history[-3:]],
                   "mask_mean": round(history[-1]["mask_mean"], 3), "warnings": len(caught),
+                  "suspect_standout": history[-1].get("suspect_standout"),
                   "seconds": round(time.perf_counter() - start)}), flush=True)
