@@ -218,7 +218,7 @@ class AWMConfig:
                        history[-1] records the ratio as "suspect_standout" (the runner-up's cross-entropy over
                        the suspect's). Its draws come from a generator of its own, so the purified model is the
                        same with it or without it. Measured (docs/EFFICACY.md, round 21; one image per class):
-                       at most 0.13 on six purified Fashion-MNIST SmallCNNs (1.4-7.9% ASR left), 2.9-6.0 on
+                       at most 0.15 on 12 purified Fashion-MNIST SmallCNNs (0.5-7.9% ASR left), 2.9-6.0 on
                        five LeNet-5s (6.9-32% left), 3.0-11.3 on 5 of 13 MLPs (9.7-64% left; the other 8, with
                        14-50% left, stay under the bar), and 0.54-1.48 on never-poisoned MLPs and LeNet-5s.  True
         one_shot_filter: keep only the augmented copies the original model assigns to their source

@@ -174,7 +174,7 @@ def _warn_if_the_suspect_still_stands_out(standout: float, suspect: int, radius:
     """A UserWarning when, on the purified model, the suspect is still the class that triggers of L1 `radius` reach
     most easily (standout, the runner-up's cross-entropy over the suspect's, above RESIDUAL_STANDOUT): the hunt
     failed, but what is left of the backdoor is larger than its radius (docs/EFFICACY.md, round 21: every LeNet-5
-    measured and the MLPs with dense triggers, 6.9-64% ASR left; at most 0.13 on purified SmallCNNs, at most 1.48 on
+    measured and the MLPs with dense triggers, 6.9-64% ASR left; at most 0.15 on purified SmallCNNs, at most 1.48 on
     never-poisoned models)."""
     if standout > RESIDUAL_STANDOUT:
         warnings.warn(f"purify: after purification, class {suspect} is still the class that a universal trigger of "
