@@ -158,15 +158,15 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
         raise
     masks = attached.fold()
     checks_residual = search is not None and cfg.residual_check and not search.all_to_all
+    residual_radius = RESIDUAL_RADIUS_FACTOR * cfg.targeted_norm
     if checks_residual:  # on the purified model, still on the run device with its gradients off
-        history[-1]["suspect_standout"] = search.suspect_standout(RESIDUAL_RADIUS_FACTOR * cfg.targeted_norm)
+        history[-1]["suspect_standout"] = search.suspect_standout(residual_radius)
     work.to(model_device).eval()
     _restore_requires_grad(work, requires_grad)
     if search is not None:
         warned = _warn_if_the_hunt_still_reaches(history, search, cfg.outer)
         if checks_residual and not warned:
-            _warn_if_the_suspect_still_stands_out(history[-1]["suspect_standout"], search.suspect,
-                                                  RESIDUAL_RADIUS_FACTOR * cfg.targeted_norm)
+            _warn_if_the_suspect_still_stands_out(history[-1]["suspect_standout"], search.suspect, residual_radius)
     return PurifyResult(work, masks, trigger.detach().to(model_device), history, cfg)
 
 

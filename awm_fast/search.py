@@ -143,9 +143,8 @@ class TargetedSearch:
         restarts = self.cfg.trigger_restarts
         naming = self.suspect is None
         searched = self._classes_to_name() if naming else None  # [S] int64: the classes the naming search tries
-        if naming or self.best is None:  # per class searched, one candidate from zero and restarts - 1 random ones
-            candidates = self._random_candidates((searched.shape[0] if naming else 1) * restarts)
-            candidates[::restarts] = 0.0
+        if naming or self.best is None:
+            candidates = self._starting_candidates(searched.shape[0] if naming else 1)
         else:
             candidates = torch.cat([self.best[None], self._random_candidates(TARGETED_FRESH)])
         if naming:
@@ -185,16 +184,12 @@ class TargetedSearch:
         saved = self.radius, self.generator
         self.radius = radius
         self.generator = torch.Generator().manual_seed(saved[1].initial_seed() + 2)
+        restarts = self.cfg.trigger_restarts
         try:
-            num_classes = self._num_classes()
-            classes = torch.arange(num_classes, device=self.device)
-            if screens_classes(self.cfg, num_classes):  # a runner-up is needed even with a shortlist of one
-                classes = self._screen(num_classes).argsort()[: max(self.cfg.class_shortlist, 2)]
+            classes = self._classes_to_name(minimum=2)  # a runner-up is needed even with a shortlist of one
             if not bool((classes == self.suspect).any()):
                 classes = torch.cat([classes, torch.tensor([self.suspect], device=self.device)])
-            restarts = self.cfg.trigger_restarts
-            candidates = self._random_candidates(classes.shape[0] * restarts)
-            candidates[::restarts] = 0.0
+            candidates = self._starting_candidates(classes.shape[0])
             _, losses = self._descend(candidates, classes.repeat_interleave(restarts), TARGETED_STEPS)
         finally:
             self.radius, self.generator = saved
@@ -203,13 +198,21 @@ class TargetedSearch:
         # A suspect at cross-entropy 0 (float32 underflow) with any other class above it stands out without bound.
         return float(reach[~suspect].min() / reach[suspect].min().clamp(min=torch.finfo(reach.dtype).tiny))
 
-    def _classes_to_name(self) -> torch.Tensor:
+    def _classes_to_name(self, minimum: int = 1) -> torch.Tensor:
         """The classes [S] int64 the naming search tries: every class, or on a model with more classes than
-        cfg.class_shortlist the shortlist its screen reaches most easily (easiest first)."""
+        cfg.class_shortlist the shortlist its screen reaches most easily (easiest first), of at least `minimum`."""
         num_classes = self._num_classes()
         if not screens_classes(self.cfg, num_classes):
             return torch.arange(num_classes, device=self.device)
-        return self._screen(num_classes).argsort()[: self.cfg.class_shortlist]
+        return self._screen(num_classes).argsort()[: max(self.cfg.class_shortlist, minimum)]
+
+    def _starting_candidates(self, classes: int) -> torch.Tensor:
+        """[classes · trigger_restarts, C, H, W] class-major: per class one candidate from zero, then
+        trigger_restarts - 1 random ones of L1 norm radius / 2."""
+        restarts = self.cfg.trigger_restarts
+        candidates = self._random_candidates(classes * restarts)
+        candidates[::restarts] = 0.0
+        return candidates
 
     def _screen(self, num_classes: int) -> torch.Tensor:
         """Per class, how easily it is reached [num_classes] fp32: the mean cross-entropy of one candidate from zero
