@@ -39,12 +39,21 @@ from awm_fast.batching import autocast, chunks, distinct, forward_chunk
 from awm_fast.bn_drift import BatchNormDrift
 from awm_fast.config import AWMConfig
 from awm_fast.masking import AttachedMasks
-from awm_fast.search import TARGETED_REACH_CE, TargetedSearch, random_l1_points
+from awm_fast.search import (
+    RESIDUAL_RADIUS_FACTOR,
+    RESIDUAL_STANDOUT,
+    TARGETED_REACH_CE,
+    TargetedSearch,
+    random_l1_points,
+)
 
 SHRINK_LR = 1e-3  # the authors' lr1: Adam learning rate of the optional shrink warm-up
+# residual_outer's epochs run in blocks of this many, the residual check after each (measured so, round 22): one
+# check costs about one naming search, so checking after every epoch would double a block's cost.
+RESIDUAL_BLOCK = 5
 
 HISTORY_KEYS = ("epoch", "loss", "clean_loss", "trigger_loss", "ascent_loss", "mask_l1", "mask_mean", "trigger_l1",
-                "lr_mask", "seconds", "extra")
+                "lr_mask", "seconds", "extra", "residual")
 
 
 class TriggerKind(NamedTuple):
@@ -72,7 +81,8 @@ def check_backend_options(cfg: AWMConfig, backend: str) -> None:
 
 class AWMLoop:
     """Runs `cfg.outer` epochs of trigger recovery + mask update, then up to `cfg.extra_outer` more while the hunt
-    still reaches the suspect; all state lives on x's device."""
+    still reaches the suspect, then (with cfg.residual_check) the residual check, and up to `cfg.residual_outer`
+    more epochs while it finds the suspect standing out; all state lives on x's device."""
 
     def __init__(self, model: nn.Module, attached: AttachedMasks, x: torch.Tensor, y: torch.Tensor,
                  cfg: AWMConfig, generator: torch.Generator, eval_fn=None, verbose: bool = False,
@@ -139,6 +149,8 @@ class AWMLoop:
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr_mask
             triggers, best = self._epoch(cfg.outer + extra, optimizer, history, best)
+        if self._checks_residual():
+            triggers, best = self._residual_epochs(history, triggers, best)
         if cfg.select_epoch:
             final_triggers, _ = self._recover_triggers()
             best = self._consider(best, history[-1], final_triggers)
@@ -149,7 +161,36 @@ class AWMLoop:
         trigger = triggers[0] if cfg.num_triggers == 1 else triggers
         return trigger, history
 
-    def _epoch(self, epoch: int, optimizer: torch.optim.Optimizer, history: list[dict[str, float]], best):
+    def _checks_residual(self) -> bool:
+        """Whether the residual check runs: on an all-to-one suspect of the targeted search, with cfg.residual_check."""
+        return self.search is not None and self.cfg.residual_check and not self.search.all_to_all
+
+    def _residual_epochs(self, history: list[dict[str, float]], triggers: torch.Tensor, best):
+        """The residual check (TargetedSearch.suspect_standout at RESIDUAL_RADIUS_FACTOR times the hunt's radius),
+        recorded as "suspect_standout" in the last epoch's record; while the suspect stands out (above
+        RESIDUAL_STANDOUT) and cfg.residual_outer allows, RESIDUAL_BLOCK more epochs and the check again.
+        Returns (triggers, best) as _epoch does.
+
+        The check shows that the masks still respond to the suspect's trigger at the larger radius, where the
+        hunt at its own radius no longer finds it (docs/EFFICACY.md, rounds 21-22: LeNet-5s, MLPs with dense
+        triggers). So the added epochs hunt at the check's radius, with a fresh Adam at the undecayed lr_mask:
+        the decayed run has left the masks little travel, and its moments describe the smaller trigger."""
+        cfg, search = self.cfg, self.search
+        radius = RESIDUAL_RADIUS_FACTOR * cfg.targeted_norm
+        optimizer, ran = None, 0
+        while True:
+            history[-1]["suspect_standout"] = search.suspect_standout(radius)
+            if not history[-1]["suspect_standout"] > RESIDUAL_STANDOUT or ran >= cfg.residual_outer:
+                return triggers, best
+            if optimizer is None:
+                optimizer = self._adam(cfg.lr_mask)
+                search.radius = max(search.radius, radius)  # grows on from there where targeted_norm_max allows
+            for _ in range(min(RESIDUAL_BLOCK, cfg.residual_outer - ran)):
+                triggers, best = self._epoch(len(history), optimizer, history, best, residual=True)
+                ran += 1
+
+    def _epoch(self, epoch: int, optimizer: torch.optim.Optimizer, history: list[dict[str, float]], best,
+               residual: bool = False):
         """One outer epoch: recover the trigger(s), then cfg.steps mask steps; appends its record to history.
         Returns (triggers, best) with best updated as _consider does when cfg.select_epoch."""
         start = time.perf_counter()
@@ -160,7 +201,7 @@ class AWMLoop:
         for rows in self._minibatches():
             sums += self._mask_step(optimizer, rows, triggers)
         lr = optimizer.param_groups[0]["lr"]
-        history.append(self._epoch_record(epoch, sums / self.cfg.steps, ascent_loss, triggers, lr, start))
+        history.append(self._epoch_record(epoch, sums / self.cfg.steps, ascent_loss, triggers, lr, start, residual))
         return triggers, best
 
     @torch.no_grad()
@@ -441,7 +482,7 @@ class AWMLoop:
         return autocast(self.cfg, self.device)
 
     def _epoch_record(self, epoch: int, means: torch.Tensor, ascent_loss: torch.Tensor, triggers: torch.Tensor,
-                      lr: float, start: float) -> dict[str, float]:
+                      lr: float, start: float, residual: bool = False) -> dict[str, float]:
         with torch.no_grad():
             mask_l1 = torch.stack([m.sum() for m in self.masks]).sum()  # masks are >= 0
             numel = sum(m.numel() for m in self.masks)
@@ -449,7 +490,9 @@ class AWMLoop:
         record = {"epoch": epoch + 1, "loss": stats[0], "clean_loss": stats[1], "trigger_loss": stats[2],
                   "ascent_loss": stats[3], "mask_l1": stats[4], "mask_mean": stats[4] / numel,
                   "trigger_l1": stats[5], "lr_mask": lr}
-        if epoch >= self.cfg.outer:
+        if residual:
+            record["residual"] = 1.0  # a residual_outer epoch: the residual check before it found the suspect
+        elif epoch >= self.cfg.outer:
             record["extra"] = 1.0  # an extra_outer epoch: the hunt before it still reached the suspect
         if self.search is not None:
             record["suspect_class"] = float(self.search.suspect)
@@ -468,7 +511,8 @@ class AWMLoop:
 def _print_progress(record: dict[str, float], outer: int) -> None:
     extras = "".join(f"  {key} {value:.4f}" for key, value in record.items()
                      if key not in HISTORY_KEYS and isinstance(value, (int, float)))
-    extra = " (extra: the hunt still reached the suspect)" if record.get("extra") else ""
+    extra = (" (extra: the hunt still reached the suspect)" if record.get("extra") else
+             " (residual: the suspect still stood out)" if record.get("residual") else "")
     print(f"[awm] epoch {record['epoch']:>3}/{outer}{extra}  loss {record['loss']:.4f}"
           f"  clean {record['clean_loss']:.4f}  triggered {record['trigger_loss']:.4f}"
           f"  mask mean {record['mask_mean']:.4f}{extras}"

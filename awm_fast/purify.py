@@ -49,7 +49,8 @@ class PurifyResult:
     trigger: the recovered trigger of the last outer epoch, shaped like one input [C, H, W]
              (or [K, C, H, W] when num_triggers = K > 1).
     history: one dict per outer epoch: losses, mask L1 norm, seconds, and whatever eval_fn returned; the epochs
-             extra_outer added carry "extra": 1.0, and the last one the residual check's "suspect_standout".
+             extra_outer added carry "extra": 1.0, those residual_outer added "residual": 1.0; the residual
+             check's "suspect_standout" sits in the record of the epoch after which it ran (the last one's last).
     config:  the resolved AWMConfig that ran (trigger_norm, steps, mask_layers... filled in).
     """
 
@@ -157,39 +158,49 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
         _restore_training(work, training)
         raise
     masks = attached.fold()
-    checks_residual = search is not None and cfg.residual_check and not search.all_to_all
-    residual_radius = RESIDUAL_RADIUS_FACTOR * cfg.targeted_norm
-    if checks_residual:  # on the purified model, still on the run device with its gradients off
-        history[-1]["suspect_standout"] = search.suspect_standout(residual_radius)
     work.to(model_device).eval()
     _restore_requires_grad(work, requires_grad)
     if search is not None:
-        warned = _warn_if_the_hunt_still_reaches(history, search, cfg.outer)
-        if checks_residual and not warned:
-            _warn_if_the_suspect_still_stands_out(history[-1]["suspect_standout"], search.suspect, residual_radius)
+        planned = [record for record in history if not record.get("residual")]
+        warned = _warn_if_the_hunt_still_reaches(planned, search, cfg.outer)
+        if "suspect_standout" in history[-1] and not warned:
+            _warn_if_the_suspect_still_stands_out(history, search.suspect, RESIDUAL_RADIUS_FACTOR * cfg.targeted_norm)
     return PurifyResult(work, masks, trigger.detach().to(model_device), history, cfg)
 
 
-def _warn_if_the_suspect_still_stands_out(standout: float, suspect: int, radius: float) -> None:
-    """A UserWarning when, on the purified model, the suspect is still the class that triggers of L1 `radius` reach
-    most easily (standout, the runner-up's cross-entropy over the suspect's, above RESIDUAL_STANDOUT): the hunt
-    failed, but what is left of the backdoor is larger than its radius (docs/EFFICACY.md, round 21: every LeNet-5
-    measured and the MLPs with dense triggers, 6.9-64% ASR left; at most 0.15 on purified SmallCNNs, at most 1.48 on
-    never-poisoned models)."""
+def _warn_if_the_suspect_still_stands_out(history: list[dict[str, float]], suspect: int, radius: float) -> None:
+    """A UserWarning when the residual check found the suspect standing out on the purified model (the last
+    record's "suspect_standout", the runner-up's cross-entropy over the suspect's at L1 `radius`, above
+    RESIDUAL_STANDOUT): the hunt failed, but what is left of the backdoor is larger than its radius; or when
+    residual_outer's epochs ran (records with "residual") until it no longer did, which does not show the backdoor
+    is gone (docs/EFFICACY.md, rounds 21-22: every LeNet-5 measured and the MLPs with dense triggers, 6.9-64% ASR
+    left before those epochs; at most 0.15 on purified SmallCNNs, at most 1.48 on never-poisoned models)."""
+    standout = history[-1]["suspect_standout"]
+    ran = sum(1 for record in history if record.get("residual"))
+    epochs = f"{ran} residual epoch{'s' if ran != 1 else ''}"
     if standout > RESIDUAL_STANDOUT:
-        warnings.warn(f"purify: after purification, class {suspect} is still the class that a universal trigger of "
-                      f"L1 radius {radius:g} reaches most easily ({standout:.3g} times more easily than the next "
-                      "class, in cross-entropy): the backdoor is probably not erased, though the last hunts failed. "
-                      "A larger hunt and more mask travel (targeted_norm_max, steps) or more clean images per class "
-                      "are the next steps; measure the attack success rate if the trigger is known.",
-                      UserWarning, stacklevel=3)
+        after = f" after {epochs}" if ran else ""
+        message = (f"purify: after purification{after}, class {suspect} is still the class that a universal trigger "
+                   f"of L1 radius {radius:g} reaches most easily ({standout:.3g} times more easily than the next "
+                   "class, in cross-entropy): the backdoor is probably not erased, though the last hunts failed. "
+                   "A larger hunt and more mask travel (targeted_norm_max, steps, residual_outer)")
+    elif ran:
+        message = (f"purify: class {suspect} stood out as the class that a universal trigger of L1 radius {radius:g} "
+                   f"reaches most easily after the planned epochs; {epochs} ran until it no longer did (ratio "
+                   f"{standout:.3g}), which does not show the backdoor is gone: it may be only partly erased. "
+                   "A larger hunt and more mask travel (targeted_norm_max, steps)")
+    else:
+        return
+    warnings.warn(f"{message} or more clean images per class are the next steps; measure the attack success rate "
+                  "if the trigger is known.", UserWarning, stacklevel=3)
 
 
 def _warn_if_the_hunt_still_reaches(history: list[dict[str, float]], search: TargetedSearch, outer: int) -> bool:
     """A UserWarning when the hunt of the last planned epoch (epoch `outer`) still reached the suspect (or, all-to-all,
     moved the images off their labels) at mean cross-entropy below TARGETED_REACH_CE: the backdoor is probably not
     erased if the last hunt of all still succeeds, and may be only partly erased if extra_outer's epochs ended with
-    a hunt that failed. Returns whether it warned.
+    a hunt that failed. history: the records of the planned and extra_outer epochs (residual_outer's hunt a larger
+    radius, so they are left out). Returns whether it warned.
 
     The evidence runs one way only (docs/EFFICACY.md, rounds 16-18): a hunt that fails does not show that the
     backdoor is gone, but one that still succeeds shows that it is not. On the 18 Fashion-MNIST SmallCNNs of the

@@ -53,8 +53,8 @@ def all_to_all_data() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def purify_planted(model, data, **overrides):
-    options = {"targeted_norm": 1.0, "outer": 2, "extra_outer": 0, "backend": "torch", "one_shot_augment": 0,
-               **overrides}
+    options = {"targeted_norm": 1.0, "outer": 2, "extra_outer": 0, "residual_outer": 0, "backend": "torch",
+               "one_shot_augment": 0, **overrides}
     return awm_fast.purify(model, data, **options)
 
 

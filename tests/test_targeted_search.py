@@ -11,8 +11,9 @@ import torch.nn.functional as F
 
 import awm_fast
 from awm_fast import AWMConfig
-from awm_fast.config import IMPROVED_EXTRA_OUTER
+from awm_fast.config import IMPROVED_EXTRA_OUTER, IMPROVED_RESIDUAL_OUTER
 from awm_fast.inputs import augment_one_shot_consistent
+from awm_fast.loop import RESIDUAL_BLOCK
 from awm_fast.ops.trigger import reference_project_l1_ball
 from awm_fast.search import (
     RESIDUAL_RADIUS_FACTOR,
@@ -61,7 +62,7 @@ def test_the_planted_backdoor_class_is_suspected_and_its_pixel_found():
     model, (x, y) = planted_backdoor_model(), planted_backdoor_data()
     assert torch.equal(model(x).argmax(1), y)  # the model is right on the clean images
     result = awm_fast.purify(model, (x, y), trigger_search="targeted", targeted_norm=1.0, outer=2, extra_outer=0,
-                             backend="torch", mask_layers="linear")
+                             residual_outer=0, backend="torch", mask_layers="linear")
     assert [record["suspect_class"] for record in result.history] == [BACKDOOR_CLASS] * 2
     trigger = result.trigger.flatten()
     assert result.trigger.shape == x.shape[1:]
@@ -221,13 +222,13 @@ def test_purify_warns_when_its_last_hunt_still_reaches_the_suspect():
 
 def test_residual_check_measures_the_purified_model_and_changes_nothing_else():
     model, data = planted_backdoor_model(), planted_backdoor_data()
-    options = {"trigger_search": "targeted", "targeted_norm": 1.0, "outer": 1, "extra_outer": 0, "backend": "torch",
-               "mask_layers": "linear"}
+    options = {"trigger_search": "targeted", "targeted_norm": 1.0, "outer": 1, "extra_outer": 0, "residual_outer": 0,
+               "backend": "torch", "mask_layers": "linear"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # one epoch leaves the backdoor: the hunt's own warning
         checked = awm_fast.purify(model, data, **options)
         unchecked = awm_fast.purify(model, data, residual_check=False, **options)
-    # The check draws from a generator of its own and runs after the masks are folded: the same result, bit for bit.
+    # The check draws from a generator of its own and changes no mask: the same result, bit for bit.
     assert torch.equal(checked.trigger, unchecked.trigger)
     for name, mask in checked.masks.items():
         assert torch.equal(mask, unchecked.masks[name])
@@ -256,8 +257,8 @@ def test_purify_warns_when_the_suspect_still_stands_out_after_hunts_that_failed(
     model, data = planted_backdoor_model(), planted_backdoor_data()
     with torch.no_grad():
         model[2].weight[BACKDOOR_CLASS, CORNER] = 0.0  # no backdoor: the hunts fail, so their warning stays quiet
-    options = {"trigger_search": "targeted", "targeted_norm": 1.0, "outer": 1, "extra_outer": 0, "backend": "torch",
-               "mask_layers": "linear"}
+    options = {"trigger_search": "targeted", "targeted_norm": 1.0, "outer": 1, "extra_outer": 0, "residual_outer": 0,
+               "backend": "torch", "mask_layers": "linear"}
     radii, standout = [], {"value": 2.5}
 
     def measured(self, radius):
@@ -277,6 +278,78 @@ def test_purify_warns_when_the_suspect_still_stands_out_after_hunts_that_failed(
     assert len(radii) == 2  # switched off, it is not measured
     with pytest.raises(ValueError, match="residual_check must be a bool"):
         AWMConfig(residual_check=1).validate()
+
+
+def test_residual_epochs_keep_masking_while_the_suspect_stands_out():
+    model, data = planted_backdoor_model(), planted_backdoor_data()
+    options = {"trigger_search": "targeted", "targeted_norm": 1.0, "outer": 1, "extra_outer": 0, "backend": "torch",
+               "mask_layers": "linear"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        checked_only = awm_fast.purify(model, data, residual_outer=0, **options)
+        driven = awm_fast.purify(model, data, **options)  # improved mode: residual_outer = IMPROVED_RESIDUAL_OUTER
+    assert driven.config.residual_outer == IMPROVED_RESIDUAL_OUTER
+    planned, residual = driven.history[:1], driven.history[1:]
+    # One epoch leaves the pixel (the check's ratio is above 200), so blocks of RESIDUAL_BLOCK epochs follow, each
+    # hunting at the check's radius at the undecayed rate, with the check after each block.
+    assert len(residual) % RESIDUAL_BLOCK == 0 and 0 < len(residual) <= IMPROVED_RESIDUAL_OUTER
+    assert all(record.get("residual") == 1.0 and "extra" not in record for record in residual)
+    assert not planned[0].get("residual")
+    # From the check's radius on, growing where the hunt fails as ever (two images per class: up to 4 x 1.0).
+    assert all(RESIDUAL_RADIUS_FACTOR * 1.0 <= record["search_radius"] <= 4.0 for record in residual)
+    assert all(record["lr_mask"] == driven.config.lr_mask for record in residual)
+    checked = [i for i, record in enumerate(driven.history) if "suspect_standout" in record]
+    assert checked == list(range(0, len(driven.history), RESIDUAL_BLOCK))
+    assert all(driven.history[i]["suspect_standout"] > RESIDUAL_STANDOUT for i in checked[:-1])
+    # The first check is the one a run without residual epochs makes; the epochs then cut the backdoor pixel.
+    assert driven.history[0]["suspect_standout"] == checked_only.history[-1]["suspect_standout"]
+    pixel = (BACKDOOR_CLASS, CORNER)
+    assert float(driven.masks["2.weight"][pixel]) < float(checked_only.masks["2.weight"][pixel])
+    last = driven.history[-1]["suspect_standout"]
+    assert last <= RESIDUAL_STANDOUT or len(residual) == IMPROVED_RESIDUAL_OUTER
+    assert last < checked_only.history[-1]["suspect_standout"]
+
+
+def test_residual_epochs_stop_when_the_suspect_no_longer_stands_out_or_the_cap_is_spent(monkeypatch):
+    model, data = planted_backdoor_model(), planted_backdoor_data()
+    with torch.no_grad():
+        model[2].weight[BACKDOOR_CLASS, CORNER] = 0.0  # no backdoor: the hunts fail, so their warning stays quiet
+    options = {"trigger_search": "targeted", "targeted_norm": 1.0, "outer": 2, "extra_outer": 0, "backend": "torch",
+               "mask_layers": "linear"}
+    ratios = []
+
+    def measured(self, radius):
+        return ratios.pop(0)
+
+    monkeypatch.setattr(TargetedSearch, "suspect_standout", measured)
+    ratios[:] = [2.5, 2.5, RESIDUAL_STANDOUT]  # stands out twice, then at the bar
+    with pytest.warns(UserWarning, match=r"10 residual epochs ran until it no longer did \(ratio 2\)"):
+        result = awm_fast.purify(model, data, **options)
+    assert len(result.history) == 2 + 2 * RESIDUAL_BLOCK and not ratios
+    assert [record.get("suspect_standout") for record in result.history[1::RESIDUAL_BLOCK]] == [2.5, 2.5, 2.0]
+    ratios[:] = [2.5, 2.5, 2.5]  # stands out throughout: the cap's 7 epochs, a block and a part, then the warning
+    with pytest.warns(UserWarning, match=r"after 7 residual epochs, class \d is still the class"):
+        capped = awm_fast.purify(model, data, residual_outer=7, **options)
+    assert len(capped.history) == 2 + 7 and not ratios
+    assert sum(1 for record in capped.history if record.get("residual")) == 7
+
+
+def test_residual_outer_resolves_with_the_mode_and_needs_the_check():
+    def resolved(**fields):
+        return AWMConfig(**fields).resolve(input_numel=64, num_samples=8).residual_outer
+
+    assert resolved() == IMPROVED_RESIDUAL_OUTER
+    assert resolved(residual_check=False) == 0
+    assert resolved(mode="paper") == 0
+    assert resolved(trigger_search="untargeted") == 0
+    assert resolved(residual_outer=3) == 3
+    with pytest.raises(ValueError, match="residual_outer=3 needs residual_check=True"):
+        AWMConfig(residual_outer=3, residual_check=False).validate()
+    with pytest.raises(ValueError, match="residual_outer=3 needs"):
+        AWMConfig(residual_outer=3, mode="paper").validate()
+    with pytest.raises(ValueError, match="residual_outer must be an int >= 0"):
+        AWMConfig(residual_outer=-1).validate()
+    AWMConfig(residual_outer=0, residual_check=False).validate()  # nothing to run: fine
 
 
 def test_more_images_than_a_search_batch_run_on_random_subsets_deterministically():
@@ -410,7 +483,7 @@ def test_one_shot_filter_with_the_targeted_search_keeps_the_copies_sent_to_the_w
 
 def test_purify_adds_epochs_at_the_undecayed_rate_while_the_hunt_still_reaches_the_suspect():
     model, data = planted_backdoor_model(), planted_backdoor_data()
-    options = {"trigger_search": "targeted", "targeted_norm": 1.0, "outer": 2, "backend": "torch",
+    options = {"trigger_search": "targeted", "targeted_norm": 1.0, "outer": 2, "residual_outer": 0, "backend": "torch",
                "mask_layers": "linear"}
     plain = awm_fast.purify(model, data, extra_outer=0, **options)
     # Whether the cap is spent or a hunt fails first, the hunt reached class 2 after the planned epochs: a warning.
