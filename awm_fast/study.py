@@ -8,7 +8,9 @@ histograms per layer, ACC/ASR per outer epoch). Beside each row, the same archit
 without poisoning (one per dataset, model and seed, cached alike) gives the attack's success rate on a model that
 never had the backdoor (`asr_clean_model`): a trigger also flips the images a clean classifier already finds
 ambiguous, so that ASR is the reference for what a purifier leaves (a purified model can score below it: on
-Fashion-MNIST WaNet, 1.7 after purify against 4.3; docs/EFFICACY.md, round 14).
+Fashion-MNIST WaNet, 1.7 after purify against 4.3; docs/EFFICACY.md, round 14). For AWM runs, `epochs` counts
+the outer epochs that ran (extra_outer's and residual_outer's included) and `suspect_standout` is the residual
+check's last ratio (empty where it did not run).
 
 Methods (a spec each; overrides in brackets, comma-separated key=value, values parsed as Python literals):
     none                       the backdoored model itself
@@ -32,6 +34,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -49,7 +52,7 @@ __all__ = ["CSV_COLUMNS", "StudySettings", "add_study_parser", "build_attack", "
 METHOD_KINDS = ("none", "awm-paper", "awm-improved", "ft", "anp")
 CSV_COLUMNS = ("dataset", "model", "attack", "shots", "method", "seed", "n_clean", "acc_before", "asr_before",
                "acc_after", "asr_after", "acc_drop", "seconds", "train_seconds", "threads", "acc_clean_model",
-               "asr_clean_model")
+               "asr_clean_model", "epochs", "suspect_standout")
 BAR_ASR, BAR_DROP, BAR_SECONDS = 5.0, 5.0, 300.0  # ASR after <= 5%, ACC drop <= 5 points, <= 5 min
 
 
@@ -187,6 +190,14 @@ def _run_method(spec: str, model: nn.Module, few: tuple[torch.Tensor, torch.Tens
     return purified, masks, None, []
 
 
+def _run_facts(history: list[dict[str, float]]) -> dict[str, Any]:
+    """What an AWM run's history says about how it ran: its outer epochs (with those extra_outer and residual_outer
+    added) and the residual check's last ratio; empty strings for the baselines and where the check did not run."""
+    standout = history[-1].get("suspect_standout") if history else None
+    return {"epochs": len(history) if history else "",
+            "suspect_standout": "" if standout is None else round(standout, 3)}
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.=-]+", "_", text).strip("_")
 
@@ -250,7 +261,7 @@ def run_study(settings: StudySettings) -> list[dict]:
                                        "asr_after": round(100 * after["asr"], 2),
                                        "acc_drop": round(100 * (before["acc"] - after["acc"]), 2),
                                        "seconds": round(seconds, 2), "train_seconds": round(train_seconds, 1),
-                                       "threads": settings.threads, **reference}
+                                       "threads": settings.threads, **reference, **_run_facts(history)}
                                 rows.append(row)
                                 writer.writerow(row)
                                 handle.flush()
