@@ -217,7 +217,8 @@ class AWMConfig:
         residual_check: after purify, with an all-to-one suspect, search every class once more on the purified
                        model, at twice the hunt's radius, as the naming search does (one more naming search of
                        work), and warn when the suspect is still reached more than twice as easily as any other
-                       class: the backdoor is then probably still there, even where the last hunts failed.
+                       class: the backdoor is then probably still there, even where the last hunts failed
+                       (residual_outer then masks on first).
                        history[-1] records the ratio as "suspect_standout" (the runner-up's cross-entropy over
                        the suspect's). Its draws come from a generator of its own, so the purified model is the
                        same with it or without it. Measured (docs/EFFICACY.md, round 21; one image per class):
@@ -226,12 +227,13 @@ class AWMConfig:
                        14-50% left, stay under the bar), and 0.54-1.48 on never-poisoned MLPs and LeNet-5s.  True
         residual_outer: with the residual check, at most this many outer epochs after the others, run while the
                        check still finds the suspect standing out, in blocks of 5 with a check after each: a fresh
-                       Adam at the undecayed lr_mask, the hunt searching the check's radius (twice its own), whose
-                       trigger the masks there still respond to. purify warns when any ran. Measured
+                       Adam at the undecayed lr_mask, the hunt searching the check's radius (twice its own), at
+                       which the masks still respond to the suspect's trigger. purify warns when any ran. Measured
                        (docs/EFFICACY.md, round 22; one image per class): LeNet-5 BadNets and Blend (5 models) ASR
                        19.6 -> 9.3 for 2.1 more points of accuracy; the 5 MLPs whose check fires 43.6 -> 23.0 for
-                       2.4 (one block each); none of the 12 Fashion-MNIST SmallCNNs measured, nor a never-poisoned
-                       model, runs one. None = 20 in improved mode (targeted search, residual_check), 0 otherwise.
+                       2.4 (one block each); none of the 15 all-to-one Fashion-MNIST table SmallCNNs (ratios at
+                       most 0.21) nor a never-poisoned model measured (at most 1.48) runs one. None = 20 in improved
+                       mode (targeted search, residual_check), 0 otherwise.
         one_shot_filter: keep only the augmented copies the original model assigns to their source
                        image's label (awm_fast.inputs.augment_one_shot_consistent). Measured (round
                        5 of docs/EFFICACY.md): most of the authors' copies are not label-consistent;

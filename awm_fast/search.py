@@ -107,7 +107,8 @@ ALL_TO_ALL_STANDOUT = 100.0
 # reached more than RESIDUAL_STANDOUT times as easily (in cross-entropy) as the runner-up. Measured at twice the radius
 # (docs/EFFICACY.md, round 21): at most 0.15 on 12 purified Fashion-MNIST SmallCNNs (0.5-7.9% ASR left), 2.9-6.0
 # on five LeNet-5s (6.9-32% left), 3.0-11.3 on 5 of 13 MLPs (9.7-64% left; the others 0.43-1.64), and 0.54-1.48 on
-# never-poisoned MLPs and LeNet-5s, whose easiest class is named too: hence a bar of 2, not 1.
+# never-poisoned MLPs and LeNet-5s, whose easiest class is named too: hence a bar of 2, not 1. Where it is above the
+# bar, the loop masks on (cfg.residual_outer, round 22: awm_fast.loop.AWMLoop._residual_epochs).
 RESIDUAL_RADIUS_FACTOR = 2.0
 RESIDUAL_STANDOUT = 2.0
 
