@@ -179,13 +179,18 @@ class AWMLoop:
         radius = RESIDUAL_RADIUS_FACTOR * cfg.targeted_norm
         optimizer, ran = None, 0
         while True:
-            history[-1]["suspect_standout"] = search.suspect_standout(radius)
-            if not history[-1]["suspect_standout"] > RESIDUAL_STANDOUT or ran >= cfg.residual_outer:
+            standout = history[-1]["suspect_standout"] = search.suspect_standout(radius)
+            block = min(RESIDUAL_BLOCK, cfg.residual_outer - ran) if standout > RESIDUAL_STANDOUT else 0
+            if self.verbose:
+                verdict = f"stands out: {block} more epochs" if block else "done"
+                print(f"[awm] residual check at L1 radius {radius:g}: class {search.suspect} is reached {standout:.3g} "
+                      f"times as easily as the next class ({verdict})", file=sys.stderr, flush=True)
+            if not block:
                 return triggers, best
             if optimizer is None:
                 optimizer = self._adam(cfg.lr_mask)
                 search.radius = max(search.radius, radius)  # grows on from there where targeted_norm_max allows
-            for _ in range(min(RESIDUAL_BLOCK, cfg.residual_outer - ran)):
+            for _ in range(block):
                 triggers, best = self._epoch(len(history), optimizer, history, best, residual=True)
                 ran += 1
 

@@ -310,7 +310,7 @@ def test_residual_epochs_keep_masking_while_the_suspect_stands_out():
     assert last < checked_only.history[-1]["suspect_standout"]
 
 
-def test_residual_epochs_stop_when_the_suspect_no_longer_stands_out_or_the_cap_is_spent(monkeypatch):
+def test_residual_epochs_stop_when_the_suspect_no_longer_stands_out_or_the_cap_is_spent(monkeypatch, capsys):
     model, data = planted_backdoor_model(), planted_backdoor_data()
     with torch.no_grad():
         model[2].weight[BACKDOOR_CLASS, CORNER] = 0.0  # no backdoor: the hunts fail, so their warning stays quiet
@@ -329,9 +329,12 @@ def test_residual_epochs_stop_when_the_suspect_no_longer_stands_out_or_the_cap_i
     assert [record.get("suspect_standout") for record in result.history[1::RESIDUAL_BLOCK]] == [2.5, 2.5, 2.0]
     ratios[:] = [2.5, 2.5, 2.5]  # stands out throughout: the cap's 7 epochs, a block and a part, then the warning
     with pytest.warns(UserWarning, match=r"after 7 residual epochs, class \d is still the class"):
-        capped = awm_fast.purify(model, data, residual_outer=7, **options)
+        capped = awm_fast.purify(model, data, residual_outer=7, verbose=True, **options)
     assert len(capped.history) == 2 + 7 and not ratios
     assert sum(1 for record in capped.history if record.get("residual")) == 7
+    checks = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[awm] residual check")]
+    assert [line.rsplit("(", 1)[1] for line in checks] == ["stands out: 5 more epochs)", "stands out: 2 more epochs)",
+                                                           "done)"]
 
 
 def test_residual_outer_resolves_with_the_mode_and_needs_the_check():
