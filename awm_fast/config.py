@@ -120,6 +120,14 @@ class AWMConfig:
                        5.2 (all-to-all 45.2 vs 23.3): it helps the deeper BatchNorm network and hurts the
                        shallow one, so it is off by default. Fast backends only; the clean images of a step
                        then share one forward.                                                              0
+        feature_distill_weight: β ≥ 0 adds β·drift to the clean term, drift = how far the masks move the clean
+                       images' penultimate features (the input of the model's last Linear layer) from the
+                       original model's, per image, in units of their mean squared norm, on the images the
+                       original labels right with distill_correct_only (awm_fast.feature_distill). The logits'
+                       KL constrains about 10 numbers per image; the features constrain the function the masks
+                       may change on clean images far more finely, and the trigger does not drive them. Needs a
+                       Linear layer. Measured: docs/EFFICACY.md, round 22. Off by default until measured beyond
+                       the tables' SmallCNNs.                                                               0
         warp_mask_pull: ρ ≥ 0. When the warp check names the suspect (a warping backdoor, on 8x8 digits also
                        Blend and SIG ones; trigger_search="targeted" with one_shot_filter), every mask step
                        ends by moving each mask lr·ρ of the way back to 1 (m += lr·ρ·(1 − m), at the step's
@@ -291,6 +299,7 @@ class AWMConfig:
     distill_weight: float | None = None
     distill_correct_only: bool = True
     bn_drift_weight: float = 0.0
+    feature_distill_weight: float = 0.0
     warp_mask_pull: float = 0.0
     select_epoch: bool | None = None
     mask_layers: MaskLayers | None = None
@@ -373,7 +382,7 @@ class AWMConfig:
                 raise ValueError(f"{name} must be finite and > 0, got {getattr(self, name)}")
         if self.distill_weight is not None and not (math.isfinite(self.distill_weight) and self.distill_weight >= 0):
             raise ValueError(f"distill_weight must be finite and >= 0, got {self.distill_weight}")
-        for name in ("bn_drift_weight", "warp_mask_pull"):
+        for name in ("bn_drift_weight", "feature_distill_weight", "warp_mask_pull"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
@@ -448,6 +457,7 @@ class AWMConfig:
             clean_loss=self.clean_loss or "ce",
             distill_weight=float(distill_weight),
             warp_mask_pull=float(self.warp_mask_pull),
+            feature_distill_weight=float(self.feature_distill_weight),
             select_epoch=self.select_epoch if self.select_epoch is not None else False,
             trigger_norm=float(trigger_norm),
             trigger_search=self.resolved_trigger_search(),

@@ -38,6 +38,7 @@ from awm_fast import ops
 from awm_fast.batching import autocast, chunks, distinct, forward_chunk
 from awm_fast.bn_drift import BatchNormDrift
 from awm_fast.config import AWMConfig
+from awm_fast.feature_distill import PenultimateFeatures
 from awm_fast.masking import AttachedMasks
 from awm_fast.search import (
     RESIDUAL_RADIUS_FACTOR,
@@ -116,6 +117,9 @@ class AWMLoop:
             self.teacher_trust = (right if cfg.distill_correct_only else torch.ones_like(right)).float()
         # Built while the masks are all ones: it records the original model's BatchNorm input moments.
         self.bn_drift = BatchNormDrift(model, x, cfg.batch_size, self._autocast) if cfg.bn_drift_weight else None
+        # Built while the masks are all ones: it records the original model's penultimate features.
+        self.features = PenultimateFeatures(model, x, y, cfg.batch_size, self._autocast, cfg.distill_correct_only) \
+            if cfg.feature_distill_weight else None
 
     def run(self) -> tuple[torch.Tensor, list[dict[str, float]]]:
         """Returns (trigger [C, H, W] or [K, C, H, W], history)."""
@@ -124,6 +128,8 @@ class AWMLoop:
         finally:
             if self.bn_drift is not None:
                 self.bn_drift.close()
+            if self.features is not None:
+                self.features.close()
 
     def _run(self) -> tuple[torch.Tensor, list[dict[str, float]]]:
         cfg = self.cfg
@@ -450,7 +456,15 @@ class AWMLoop:
         return self.bn_drift.capture() if self.bn_drift is not None and first_chunk else contextlib.nullcontext()
 
     def _clean_loss(self, logits: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor | None = None):
-        """CE on the true labels, or KL to the original model's predictions; a batch mean, or Σ weights_i · loss_i."""
+        """CE on the true labels, or KL to the original model's predictions; a batch mean, or Σ weights_i · loss_i.
+        With feature_distill_weight, plus that weight times the features' drift of the forward that gave `logits`."""
+        loss = self._label_loss(logits, rows, weights)
+        if self.features is not None:
+            loss = loss + self.cfg.feature_distill_weight * self.features.penalty(rows, weights)
+        return loss
+
+    def _label_loss(self, logits: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor | None = None):
+        """_clean_loss's terms on the outputs: CE, CE + λ·KL or KL (clean_loss, distill_weight)."""
         reduction = "mean" if weights is None else "none"
         if self.teacher_probs is None:
             loss = F.cross_entropy(logits, self.y[rows], reduction=reduction)
