@@ -4,7 +4,8 @@
 # it. Added to the clean term: BETA * sum_i w_i * trust_i * ||f_i - f_i(original)||^2 / mean_i ||f_i(original)||^2,
 # trust_i as distill_correct_only (the images the original labels right). Emulated by a subclass of AWMLoop.
 #   AWM_CACHE=DIR python feature_probe.py MODEL ATTACK:SEED ['{"beta": 1.0, ...purify overrides}']
-# Prints one JSON line.
+# Prints one JSON line. The library has this term since round 22 (feature_distill_weight; the same figures:
+# knob_probe.py with {"feature_distill_weight": 1.0}); the probe is kept as the record of the first runs.
 import json
 import os
 import sys
@@ -30,17 +31,17 @@ class FeatureLoop(AWMLoop):
     def __init__(self, model, *args, **kwargs):
         super().__init__(model, *args, **kwargs)
         last = [m for m in model.modules() if isinstance(m, (nn.Linear, MaskedLinear))][-1]
-        self.features = None
-        last.register_forward_hook(lambda module, inputs, output: setattr(self, "features", inputs[0]))
+        self.captured = None
+        last.register_forward_hook(lambda module, inputs, output: setattr(self, "captured", inputs[0]))
         with torch.no_grad():  # the masks are all ones here: the original model's features
-            self.teacher = torch.cat([(model(chunk), self.features)[1] for chunk in self.x.split(64)])
+            self.teacher = torch.cat([(model(chunk), self.captured)[1] for chunk in self.x.split(64)])
         self.scale = self.teacher.pow(2).sum(dim=1).mean()
         right = self.teacher_probs.argmax(dim=1) == self.y
         self.trust = right.float()
 
     def _clean_loss(self, logits, rows, weights=None):
         loss = super()._clean_loss(logits, rows, weights)
-        features = self.features[: logits.shape[0]].float()
+        features = self.captured[: logits.shape[0]].float()
         gap = (features - self.teacher[rows]).pow(2).sum(dim=1) / self.scale * self.trust[rows]
         term = gap.mean() if weights is None else (gap * weights).sum()
         return loss + beta * term
