@@ -187,7 +187,7 @@ def _purify(args: argparse.Namespace) -> int:
 
     def eval_fn(masked_model):
         figures = {} if eval_data is None else _evaluate(masked_model, eval_data, attack, args, None)
-        if bar.n >= bar.total:  # an extra_outer epoch: the hunt still reached the suspect
+        if bar.n >= bar.total:  # an extra_outer or residual_outer epoch beyond the planned ones
             bar.total = bar.n + 1
         bar.update(1)
         bar.set_postfix({k: f"{v:.3f}" for k, v in figures.items() if v is not None}, refresh=False)

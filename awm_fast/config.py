@@ -228,11 +228,12 @@ class AWMConfig:
                        class: the backdoor is then probably still there, even where the last hunts failed
                        (residual_outer then masks on first).
                        history[-1] records the ratio as "suspect_standout" (the runner-up's cross-entropy over
-                       the suspect's). Its draws come from a generator of its own, so the purified model is the
-                       same with it or without it. Measured (docs/EFFICACY.md, round 21; one image per class):
-                       at most 0.15 on 12 purified Fashion-MNIST SmallCNNs (0.5-7.9% ASR left), 2.9-6.0 on
-                       five LeNet-5s (6.9-32% left), 3.0-11.3 on 5 of 13 MLPs (9.7-64% left; the other 8, with
-                       14-50% left, stay under the bar), and 0.54-1.48 on never-poisoned MLPs and LeNet-5s.  True
+                       the suspect's). Its draws come from a generator of its own, so where it finds nothing (or
+                       with residual_outer=0) the purified model is the same with it or without it. Measured
+                       (docs/EFFICACY.md, round 21; one image per class): at most 0.15 on 12 purified
+                       Fashion-MNIST SmallCNNs (0.5-7.9% ASR left), 2.9-6.0 on five LeNet-5s (6.9-32% left),
+                       3.0-11.3 on 5 of 13 MLPs (9.7-64% left; the other 8, with 14-50% left, stay under the
+                       bar), and 0.54-1.48 on never-poisoned MLPs and LeNet-5s.                             True
         residual_outer: with the residual check, at most this many outer epochs after the others, run while the
                        check still finds the suspect standing out, in blocks of 5 with a check after each: a fresh
                        Adam at the undecayed lr_mask, the hunt searching the check's radius (twice its own), at
