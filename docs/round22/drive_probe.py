@@ -6,22 +6,18 @@
 # probe settings (popped from the JSON): block (5), max_epochs (20), radius_factor (2.0; 0 = leave the hunt's radius)
 # Prints one JSON line. Run before awm_fast had residual_outer (round 22), which builds this rule; with it, this probe's
 # loop runs after the library's own residual epochs (pass '{"residual_outer": 0}' to measure the rule alone).
-import json
 import os
 import sys
-import time
-import warnings
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "round5"))
-from cases import case_from_argv, percent
+from cases import case_from_argv
+from swapped_loop import run_with_loop
 
-import awm_fast
 from awm_fast.loop import AWMLoop
 from awm_fast.search import RESIDUAL_RADIUS_FACTOR, RESIDUAL_STANDOUT
 
-purify_module = sys.modules["awm_fast.purify"]  # the module (the package attribute is the function)
-
-model_name, name, seed, overrides, model, attack, few, (x_eval, y_eval) = case_from_argv(sys.argv)
+case = case_from_argv(sys.argv)
+overrides = case[3]
 block = overrides.pop("block", 5)
 max_epochs = overrides.pop("max_epochs", 20)
 radius_factor = overrides.pop("radius_factor", 2.0)
@@ -50,18 +46,5 @@ class DrivenLoop(AWMLoop):
         return trigger, history
 
 
-purify_module.AWMLoop = DrivenLoop
-start = time.perf_counter()
-with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always")
-    result = awm_fast.purify(model, few, seed=seed, **overrides)
-history = result.history
-print(json.dumps({"model": model_name, "case": f"{name}:{seed}", "overrides": overrides, "block": block,
-                  "max_epochs": max_epochs, "radius_factor": radius_factor,
-                  "before": percent(model, x_eval, y_eval, attack),
-                  "after": percent(result.model, x_eval, y_eval, attack),
-                  "epochs": len(history), "checks": checks,
-                  "last_hunts": [round(record["ascent_loss"], 2) for record in history[-3:]],
-                  "mask_mean": round(history[-1]["mask_mean"], 3), "warnings": len(caught),
-                  "suspect_standout": history[-1].get("suspect_standout"),
-                  "seconds": round(time.perf_counter() - start)}), flush=True)
+run_with_loop(DrivenLoop, case, {"block": block, "max_epochs": max_epochs, "radius_factor": radius_factor,
+                                 "checks": checks})

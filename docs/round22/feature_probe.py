@@ -6,24 +6,21 @@
 #   AWM_CACHE=DIR python feature_probe.py MODEL ATTACK:SEED ['{"beta": 1.0, ...purify overrides}']
 # Prints one JSON line. The library has this term since round 22 (feature_distill_weight; the same figures:
 # knob_probe.py with {"feature_distill_weight": 1.0}); the probe is kept as the record of the first runs.
-import json
 import os
 import sys
-import time
-import warnings
 
 import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "round5"))
-from cases import case_from_argv, percent
+from cases import case_from_argv
+from swapped_loop import run_with_loop
 
-import awm_fast
 from awm_fast.loop import AWMLoop
 from awm_fast.modules import MaskedLinear
 
-purify_module = sys.modules["awm_fast.purify"]  # the module (the package attribute is the function)
-model_name, name, seed, overrides, model, attack, few, (x_eval, y_eval) = case_from_argv(sys.argv)
+case = case_from_argv(sys.argv)
+overrides = case[3]
 beta = overrides.pop("beta", 1.0)
 
 
@@ -47,16 +44,4 @@ class FeatureLoop(AWMLoop):
         return loss + beta * term
 
 
-purify_module.AWMLoop = FeatureLoop
-start = time.perf_counter()
-with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always")
-    result = awm_fast.purify(model, few, seed=seed, **overrides)
-history = result.history
-print(json.dumps({"model": model_name, "case": f"{name}:{seed}", "beta": beta, "overrides": overrides,
-                  "before": percent(model, x_eval, y_eval, attack),
-                  "after": percent(result.model, x_eval, y_eval, attack),
-                  "epochs": len(history), "last_hunts": [round(record["ascent_loss"], 2) for record in history[-3:]],
-                  "mask_mean": round(history[-1]["mask_mean"], 3), "warnings": len(caught),
-                  "suspect_standout": history[-1].get("suspect_standout"),
-                  "seconds": round(time.perf_counter() - start)}), flush=True)
+run_with_loop(FeatureLoop, case, {"beta": beta})

@@ -4,23 +4,20 @@
 # pull keeps what the clean images use and leaves the backdoor's features to the trigger term.
 #   AWM_CACHE=DIR python spared_feature_probe.py MODEL ATTACK:SEED ['{"beta": 1.0, "spare": 0.1, ...overrides}']
 # Prints one JSON line.
-import json
 import os
 import sys
-import time
-import warnings
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "round5"))
-from cases import case_from_argv, percent
+from cases import case_from_argv
+from swapped_loop import run_with_loop
 
-import awm_fast
 from awm_fast import ops
 from awm_fast.loop import AWMLoop
 
-purify_module = sys.modules["awm_fast.purify"]  # the module (the package attribute is the function)
-model_name, name, seed, overrides, model, attack, few, (x_eval, y_eval) = case_from_argv(sys.argv)
+case = case_from_argv(sys.argv)
+overrides = case[3]
 beta = overrides.pop("beta", 1.0)
 spare = overrides.pop("spare", 0.1)
 overrides["feature_distill_weight"] = beta  # the library builds the hook and the reference features
@@ -54,14 +51,4 @@ class SparedLoop(AWMLoop):
         return loss + beta * term
 
 
-purify_module.AWMLoop = SparedLoop
-start = time.perf_counter()
-with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always")
-    result = awm_fast.purify(model, few, seed=seed, **overrides)
-history = result.history
-print(json.dumps({"model": model_name, "case": f"{name}:{seed}", "beta": beta, "spare": spare,
-                  "overrides": overrides, "before": percent(model, x_eval, y_eval, attack),
-                  "after": percent(result.model, x_eval, y_eval, attack), "epochs": len(history),
-                  "spared": spared_counts[:1], "warnings": len(caught),
-                  "seconds": round(time.perf_counter() - start)}), flush=True)
+run_with_loop(SparedLoop, case, {"beta": beta, "spare": spare, "spared": spared_counts})  # filled during the run
