@@ -2,7 +2,7 @@
 
 The clean term's KL (distill_weight) pulls the masked model's 10-odd logits per clean image towards the original
 model's. The input of the model's last Linear layer, the features the classifier reads, carries far more of what the
-masks change on clean images (128 numbers per image on the SmallCNN, 256 on ResNet-18's pooled features), and the
+masks change on clean images (128 numbers per image on the SmallCNN, 512 on a ResNet-18's pooled features), and the
 trigger does not drive it: it is measured on the clean images only. The term is
 
     drift = Σ_i w_i · t_i · ‖f_i − f⁰_i‖² / mean_j ‖f⁰_j‖²
