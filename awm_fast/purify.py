@@ -174,7 +174,7 @@ def _warn_if_the_suspect_still_stands_out(history: list[dict[str, float]], suspe
     RESIDUAL_STANDOUT): the hunt failed, but what is left of the backdoor is larger than its radius; or when
     residual_outer's epochs ran (records with "residual") until it no longer did, which does not show the backdoor
     is gone (docs/EFFICACY.md, rounds 21-22: every LeNet-5 measured and the MLPs with dense triggers, 6.9-64% ASR
-    left before those epochs; at most 0.15 on purified SmallCNNs, at most 1.48 on never-poisoned models)."""
+    left before those epochs; at most 0.21 on the 15 purified table SmallCNNs, at most 1.48 on never-poisoned ones)."""
     standout = history[-1]["suspect_standout"]
     ran = sum(1 for record in history if record.get("residual"))
     epochs = f"{ran} residual epoch{'s' if ran != 1 else ''}"
