@@ -39,26 +39,23 @@ class PenultimateFeatures:
     `penalty` right after a forward whose first rows are clean images, and `close()` to remove the hook.
     """
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, autocast,
-                 correct_only: bool) -> None:
-        """model: the masked model, masks all ones; x [N, ...], y [N] int64: the loop's clean images and labels;
-        batch: images per forward when recording; autocast: a callable returning the loop's autocast context;
-        correct_only: count only the images the original model labels right (t_i)."""
+    def __init__(self, model: nn.Module, x: torch.Tensor, batch: int, autocast, trust: torch.Tensor) -> None:
+        """model: the masked model, masks all ones; x [N, ...]: the loop's clean images; batch: images per forward
+        when recording; autocast: a callable returning the loop's autocast context; trust [N] fp32: t_i, which
+        images count (awm_fast.loop.trusted_rows, the rule of the logits' KL)."""
         self._latest: torch.Tensor | None = None
         self._handle = last_linear(model).register_forward_hook(self._hook)
-        features, right = [], []
+        features = []
         with torch.no_grad():
-            for images, labels in zip(x.split(batch), y.split(batch), strict=True):
+            for images in x.split(batch):
                 with autocast():
-                    logits = model(images)
+                    model(images)
                 features.append(self._latest.float().flatten(1))
-                right.append(logits.argmax(dim=1) == labels)
         self._latest = None
         self.reference = torch.cat(features)  # [N, F] fp32, the original model's features
         # mean squared norm of the original's features: the term's unit (floored for an all-zero feature map)
         self.scale = self.reference.pow(2).sum(dim=1).mean().clamp_min(torch.finfo(torch.float32).tiny)
-        trusted = torch.cat(right) if correct_only else torch.ones(len(x), dtype=torch.bool, device=x.device)
-        self.trust = trusted.float()  # [N]
+        self.trust = trust
 
     def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         self._latest = inputs[0]

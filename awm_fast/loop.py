@@ -80,6 +80,15 @@ def check_backend_options(cfg: AWMConfig, backend: str) -> None:
                          "the default, searches with trigger_search='targeted')")
 
 
+def trusted_rows(original: torch.Tensor, y: torch.Tensor, correct_only: bool) -> torch.Tensor:
+    """Where the pulls towards the original model count (1) or not (0), [N] fp32, from the original model's labels
+    original [N] int64 and the true ones y [N]: with distill_correct_only, only the samples the original labels right.
+    Its output on the others (copies a warp suspect attracts, images a backdoor moves) would teach the masks the
+    backdoor back (docs/EFFICACY.md, round 13)."""
+    right = original == y
+    return (right if correct_only else torch.ones_like(right)).float()
+
+
 class AWMLoop:
     """Runs `cfg.outer` epochs of trigger recovery + mask update, then up to `cfg.extra_outer` more while the hunt
     still reaches the suspect, then (with cfg.residual_check) the residual check, and up to `cfg.residual_outer`
@@ -108,17 +117,15 @@ class AWMLoop:
         self.distill_weight = 0.0 if cfg.clean_loss == "distill" else (cfg.distill_weight or 0.0)
         needs_teacher = cfg.clean_loss == "distill" or self.distill_weight > 0
         self.teacher_probs = self._teacher_probs() if needs_teacher else None
-        # Where the λ·KL term counts (1) or not (0): with distill_correct_only, only the images the original model
-        # labels right. Its soft output on the others (copies a warp suspect attracts, images a backdoor moves)
-        # would teach the masks the backdoor back (docs/EFFICACY.md, round 13).
-        self.teacher_trust = None
-        if self.teacher_probs is not None:
-            right = self.teacher_probs.argmax(dim=1) == y
-            self.teacher_trust = (right if cfg.distill_correct_only else torch.ones_like(right)).float()
+        # Where the pulls towards the original model (the λ·KL term, feature_distill_weight) count: trusted_rows.
+        self.trust = None
+        if self.teacher_probs is not None or cfg.feature_distill_weight:
+            original = self.teacher_probs.argmax(dim=1) if self.teacher_probs is not None else self._predictions()
+            self.trust = trusted_rows(original, y, cfg.distill_correct_only)
         # Built while the masks are all ones: it records the original model's BatchNorm input moments.
         self.bn_drift = BatchNormDrift(model, x, cfg.batch_size, self._autocast) if cfg.bn_drift_weight else None
         # Built while the masks are all ones: it records the original model's penultimate features.
-        self.features = PenultimateFeatures(model, x, y, cfg.batch_size, self._autocast, cfg.distill_correct_only) \
+        self.features = PenultimateFeatures(model, x, cfg.batch_size, self._autocast, self.trust) \
             if cfg.feature_distill_weight else None
 
     def run(self) -> tuple[torch.Tensor, list[dict[str, float]]]:
@@ -470,7 +477,7 @@ class AWMLoop:
             loss = F.cross_entropy(logits, self.y[rows], reduction=reduction)
         elif self.distill_weight > 0:  # CE + λ·KL(original ‖ masked); never in paper mode (λ = 0 there)
             kl = F.kl_div(F.log_softmax(logits, dim=1), self.teacher_probs[rows], reduction="none").sum(dim=1)
-            kl = kl * self.teacher_trust[rows]  # a batch mean over all rows, untrusted ones counting 0
+            kl = kl * self.trust[rows]  # a batch mean over all rows, untrusted ones counting 0
             kl = kl.mean() if weights is None else kl
             loss = F.cross_entropy(logits, self.y[rows], reduction=reduction) + self.distill_weight * kl
         else:

@@ -10,6 +10,7 @@ import torch.nn as nn
 import awm_fast
 from awm_fast import AWMConfig
 from awm_fast.feature_distill import PenultimateFeatures, last_linear
+from awm_fast.loop import trusted_rows
 
 from tiny_models import tiny_cnn, tiny_data
 
@@ -31,9 +32,9 @@ def reference_drift(original: nn.Module, changed: nn.Module, images: torch.Tenso
 
 
 def test_the_drift_is_zero_unchanged_and_matches_the_features_written_out():
-    model, (x, y) = tiny_cnn(), tiny_data(per_class=3)
+    model, (x, _) = tiny_cnn(), tiny_data(per_class=3)
     original = copy.deepcopy(model)
-    features = PenultimateFeatures(model, x, y, batch=5, autocast=no_autocast, correct_only=False)  # 3 forwards
+    features = PenultimateFeatures(model, x, batch=5, autocast=no_autocast, trust=torch.ones(12))  # 3 forwards
     rows, weights = torch.tensor([0, 3, 4, 7, 11]), torch.tensor([0.1, 0.3, 0.1, 0.4, 0.1])
     model(x[rows])
     assert float(features.penalty(rows, weights).detach()) < 1e-10  # other batches: summation order only
@@ -57,16 +58,16 @@ def test_only_the_images_the_original_labels_right_count_with_correct_only():
         own = model(x).argmax(dim=1)
     y = own.clone()
     y[::2] = (own[::2] + 1) % 4  # every other label is one the original gets wrong
-    features = PenultimateFeatures(model, x, y, batch=64, autocast=no_autocast, correct_only=True)
-    assert features.trust.tolist() == [0.0, 1.0] * 6
-    everyone = PenultimateFeatures(model, x, y, batch=64, autocast=no_autocast, correct_only=False)
-    assert everyone.trust.tolist() == [1.0] * 12
+    # The rule the logits' KL uses (awm_fast.loop.trusted_rows), which the loop hands to the feature term.
+    assert trusted_rows(own, y, correct_only=True).tolist() == [0.0, 1.0] * 6
+    assert trusted_rows(own, y, correct_only=False).tolist() == [1.0] * 12
+    features = PenultimateFeatures(model, x, batch=64, autocast=no_autocast, trust=trusted_rows(own, y, True))
     original = copy.deepcopy(model)
     with torch.no_grad():
         model[6].weight.mul_(0.5)
     rows = torch.arange(12)
     model(x)
-    torch.testing.assert_close(features.penalty(rows), reference_drift(original, model, x, features.trust,
+    torch.testing.assert_close(features.penalty(rows), reference_drift(original, model, x, torch.tensor([0.0, 1.0] * 6),
                                                                        torch.full((12,), 1 / 12), x))
 
 
