@@ -36,6 +36,10 @@ IMPROVED_EXTRA_OUTER = 20
 # Improved mode's cap on the outer epochs added while the residual check still finds the suspect standing out;
 # docs/EFFICACY.md, round 22.
 IMPROVED_RESIDUAL_OUTER = 20
+# Improved mode's β of the feature pull (feature_distill_weight), gated to compact triggers; docs/EFFICACY.md,
+# rounds 22-23.
+IMPROVED_FEATURE_DISTILL_WEIGHT = 1.0
+FEATURE_DISTILL_GATES = ("compact", "always")
 
 # The authors' L1 budget for a 3x32x32 CIFAR image; `trigger_norm=None` keeps this per-element budget.
 PAPER_TRIGGER_NORM = 1000.0
@@ -125,9 +129,20 @@ class AWMConfig:
                        original model's, per image, in units of their mean squared norm, on the images the
                        original labels right with distill_correct_only (awm_fast.feature_distill). The logits'
                        KL constrains about 10 numbers per image; the features constrain the function the masks
-                       may change on clean images far more finely, and the trigger does not drive them. Needs a
-                       Linear layer. Measured: docs/EFFICACY.md, round 22. Off by default until measured beyond
-                       the tables' SmallCNNs.                                                               0
+                       may change on clean images far more finely, and the trigger does not drive them.
+                       feature_distill_gate decides where it acts. Measured (docs/EFFICACY.md, rounds 22-23;
+                       Fashion-MNIST SmallCNNs, one image per class): β = 1 keeps 0.5-2.8 points of accuracy on
+                       every model at the same ASR on patch and warp backdoors, and lets dense ones back (Blend
+                       5.2 -> 8.4% ASR), hence the gate. A model without a Linear layer raises when β > 0 is
+                       asked for. None = 1 in improved mode (targeted search, a Linear layer), 0 otherwise.     None
+        feature_distill_gate: where feature_distill_weight acts. "compact": only when the first hunt's trigger is
+                       compact (at least half its magnitude inside one window of a quarter of the image's side,
+                       awm_fast.feature_distill.trigger_window_share) or the warp check named the suspect;
+                       decided after the first epoch's hunt, before any mask step, and recorded in history[0]
+                       ("trigger_window_share", "feature_distill"). A patch backdoor's hunt finds a compact
+                       trigger (0.55-0.86 on the SmallCNNs' BadNets and Trojan squares), a blend's or a
+                       watermark's a spread one (0.19-0.36). Needs the targeted search; inputs that are not
+                       images count as not compact. "always": from the first mask step on.              "compact"
         warp_mask_pull: ρ ≥ 0. When the warp check names the suspect (a warping backdoor, on 8x8 digits also
                        Blend and SIG ones; trigger_search="targeted" with one_shot_filter), every mask step
                        ends by moving each mask lr·ρ of the way back to 1 (m += lr·ρ·(1 − m), at the step's
@@ -300,7 +315,8 @@ class AWMConfig:
     distill_weight: float | None = None
     distill_correct_only: bool = True
     bn_drift_weight: float = 0.0
-    feature_distill_weight: float = 0.0
+    feature_distill_weight: float | None = None
+    feature_distill_gate: str = "compact"
     warp_mask_pull: float = 0.0
     select_epoch: bool | None = None
     mask_layers: MaskLayers | None = None
@@ -383,8 +399,15 @@ class AWMConfig:
                 raise ValueError(f"{name} must be finite and > 0, got {getattr(self, name)}")
         if self.distill_weight is not None and not (math.isfinite(self.distill_weight) and self.distill_weight >= 0):
             raise ValueError(f"distill_weight must be finite and >= 0, got {self.distill_weight}")
+        _check_choice("feature_distill_gate", self.feature_distill_gate, FEATURE_DISTILL_GATES)
+        if (self.feature_distill_weight and self.feature_distill_gate == "compact"
+                and self.resolved_trigger_search() != "targeted"):
+            raise ValueError("feature_distill_gate='compact' reads the targeted hunt's first trigger: it needs "
+                             "trigger_search='targeted' (or feature_distill_gate='always')")
         for name in ("bn_drift_weight", "feature_distill_weight", "warp_mask_pull"):
             value = getattr(self, name)
+            if name == "feature_distill_weight" and value is None:
+                continue
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
         for name in ("trigger_norm", "targeted_norm", "targeted_norm_max"):
@@ -411,10 +434,11 @@ class AWMConfig:
         return self.mode == "improved"
 
     def resolve(self, input_numel: int, num_samples: int, input_channels: int = 1, one_shot: bool = True,
-                has_conv: bool = True) -> AWMConfig:
+                has_conv: bool = True, has_linear: bool = True) -> AWMConfig:
         """The concrete config for `num_samples` inputs of `input_numel` elements (C·H·W, C = input_channels) each;
         one_shot: the data holds at most one sample per class (it decides targeted_norm_max); has_conv: the model
-        has a Conv2d that masks can select (mask_layers=None then means "conv", otherwise "linear").
+        has a Conv2d that masks can select (mask_layers=None then means "conv", otherwise "linear"); has_linear:
+        the model has a Linear layer (feature_distill_weight=None then means 1 in improved mode).
 
         No None is left but device, seed and lr_decay.
         """
@@ -449,6 +473,10 @@ class AWMConfig:
         distill_weight = self.distill_weight
         if distill_weight is None:
             distill_weight = IMPROVED_DISTILL_WEIGHT if improved else 0.0
+        feature_distill_weight = self.feature_distill_weight
+        if feature_distill_weight is None:
+            pulls = improved and has_linear and self.resolved_trigger_search() == "targeted"
+            feature_distill_weight = IMPROVED_FEATURE_DISTILL_WEIGHT if pulls else 0.0
         return dataclasses.replace(
             self,
             steps=steps,
@@ -458,7 +486,7 @@ class AWMConfig:
             clean_loss=self.clean_loss or "ce",
             distill_weight=float(distill_weight),
             warp_mask_pull=float(self.warp_mask_pull),
-            feature_distill_weight=float(self.feature_distill_weight),
+            feature_distill_weight=float(feature_distill_weight),
             select_epoch=self.select_epoch if self.select_epoch is not None else False,
             trigger_norm=float(trigger_norm),
             trigger_search=self.resolved_trigger_search(),

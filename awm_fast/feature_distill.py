@@ -11,14 +11,47 @@ over the step's clean images i (w_i: their weights in the step, summing to 1 ove
 original model labels image i right and distill_correct_only holds, else 0, as for the KL, round 13), f_i the
 masked model's features, f⁰_i the original's, recorded once while the masks are all ones; the denominator makes it
 scale-free. docs/EFFICACY.md, round 22.
+
+The pull keeps what the clean images' features need; where a dense backdoor (a blend, a watermark) uses those same
+features, it keeps part of the backdoor too (round 22: Blend 5.2 -> 8.4% ASR on the SmallCNNs, the small ResNet's
+3.9 -> 17.0). So by default (feature_distill_gate="compact") it acts only where the first hunt's trigger is compact,
+`trigger_window_share` at least COMPACT_WINDOW_SHARE, or where the warp check named the suspect (round 23).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from awm_fast.modules import MaskedLinear
+
+
+# A trigger is compact when at least this share of its magnitude lies inside one window of a quarter of the image's
+# side (trigger_window_share). The first hunt on the unmasked model (docs/EFFICACY.md, round 23; Fashion-MNIST,
+# 7 px windows): BadNets 0.65-0.86 and Trojan squares 0.55-0.70 on the SmallCNNs, LeNet-5's BadNets 0.64; Blend
+# 0.19-0.31, watermarks 0.30-0.36, warps 0.16-0.22 (named by the warp check instead).
+COMPACT_WINDOW_SHARE = 0.5
+
+
+def trigger_window_share(trigger: torch.Tensor) -> float | None:
+    """The largest share of the trigger's magnitude inside one k x k window, k = max(2, min(H, W) // 4) (7 px on
+    28x28, 2 on 8x8); the magnitude of a pixel is Σ_c |Δ_c|.
+
+    trigger [C, H, W] or [1, C, H, W] float. None for inputs that are not images (fewer dimensions, a side under
+    2 px) and for an all-zero trigger: they say nothing about a patch."""
+    if trigger.dim() == 4 and trigger.shape[0] == 1:
+        trigger = trigger[0]
+    if trigger.dim() != 3 or min(trigger.shape[1:]) < 2:
+        return None
+    magnitude = trigger.detach().float().abs().sum(dim=0)  # [H, W]
+    total = magnitude.sum()
+    if not total > 0:
+        return None
+    k = max(2, min(magnitude.shape) // 4)
+    # avg_pool2d gives each window's mean; times k^2 its sum (stride 1: every window position)
+    window_sums = F.avg_pool2d(magnitude[None, None], k, stride=1) * (k * k)
+    return float(window_sums.max() / total)
 
 
 def last_linear(model: nn.Module) -> nn.Module:

@@ -38,7 +38,7 @@ from awm_fast import ops
 from awm_fast.batching import autocast, chunks, distinct, forward_chunk
 from awm_fast.bn_drift import BatchNormDrift
 from awm_fast.config import AWMConfig
-from awm_fast.feature_distill import PenultimateFeatures
+from awm_fast.feature_distill import COMPACT_WINDOW_SHARE, PenultimateFeatures, trigger_window_share
 from awm_fast.masking import AttachedMasks
 from awm_fast.search import (
     RESIDUAL_RADIUS_FACTOR,
@@ -127,6 +127,10 @@ class AWMLoop:
         # Built while the masks are all ones: it records the original model's penultimate features.
         self.features = PenultimateFeatures(model, x, cfg.batch_size, self._autocast, self.trust) \
             if cfg.feature_distill_weight else None
+        # The weight in effect: with feature_distill_gate="compact", 0 until the first hunt decides (_gate_features).
+        always = cfg.feature_distill_gate == "always"
+        self.feature_weight = cfg.feature_distill_weight if always else 0.0
+        self.gate_record: dict[str, float] = {}  # what the gate saw, merged into the first epoch's record
 
     def run(self) -> tuple[torch.Tensor, list[dict[str, float]]]:
         """Returns (trigger [C, H, W] or [K, C, H, W], history)."""
@@ -213,6 +217,8 @@ class AWMLoop:
         Returns (triggers, best) with best updated as _consider does when cfg.select_epoch."""
         start = time.perf_counter()
         triggers, ascent_loss = self._recover_triggers()
+        if not history and self.search is not None:
+            self._gate_features(triggers[0])
         if self.cfg.select_epoch and epoch > 0:  # this trigger was recovered against the previous epoch's masks
             best = self._consider(best, history[-1], triggers)
         sums = torch.zeros(3, device=self.device)  # loss, clean term, trigger term
@@ -221,6 +227,32 @@ class AWMLoop:
         lr = optimizer.param_groups[0]["lr"]
         history.append(self._epoch_record(epoch, sums / self.cfg.steps, ascent_loss, triggers, lr, start, residual))
         return triggers, best
+
+    def _gate_features(self, trigger: torch.Tensor) -> None:
+        """After the first hunt (trigger [C, H, W], the suspect's): how compact it is, and with
+        feature_distill_gate="compact" whether the feature pull acts from now on: where the trigger is compact or
+        the warp check named the suspect. A dense backdoor's trigger is spread, and the pull would keep part of it
+        (awm_fast.feature_distill)."""
+        share = trigger_window_share(trigger)
+        if share is not None:
+            self.gate_record["trigger_window_share"] = share
+        if self.features is None:
+            return
+        if self.cfg.feature_distill_gate == "compact":
+            compact = share is not None and share >= COMPACT_WINDOW_SHARE
+            if compact or self.search.warp_suspected:
+                self.feature_weight = self.cfg.feature_distill_weight
+            else:
+                self.features.close()
+                self.features = None
+        self.gate_record["feature_distill"] = float(self.feature_weight)
+        if self.verbose:
+            why = "the warp check named the suspect" if self.search.warp_suspected else (
+                f"the first hunt's trigger has {share:.2f} of its magnitude in one window" if share is not None
+                else "the trigger is not an image, or all zero")
+            state = "acts" if self.feature_weight else f"is off (compact from {COMPACT_WINDOW_SHARE})"
+            print(f"[awm] feature pull (β = {self.cfg.feature_distill_weight:g}) {state}: {why}", file=sys.stderr,
+                  flush=True)
 
     @torch.no_grad()
     def _consider(self, best, record: dict[str, float], triggers: torch.Tensor):
@@ -466,8 +498,8 @@ class AWMLoop:
         """CE on the true labels, or KL to the original model's predictions; a batch mean, or Σ weights_i · loss_i.
         With feature_distill_weight, plus that weight times the features' drift of the forward that gave `logits`."""
         loss = self._label_loss(logits, rows, weights)
-        if self.features is not None:
-            loss = loss + self.cfg.feature_distill_weight * self.features.penalty(rows, weights)
+        if self.features is not None and self.feature_weight:
+            loss = loss + self.feature_weight * self.features.penalty(rows, weights)
         return loss
 
     def _label_loss(self, logits: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor | None = None):
@@ -520,6 +552,8 @@ class AWMLoop:
             record["residual"] = 1.0  # a residual_outer epoch: the residual check before it found the suspect
         elif epoch >= self.cfg.outer:
             record["extra"] = 1.0  # an extra_outer epoch: the hunt before it still reached the suspect
+        if epoch == 0:
+            record.update(self.gate_record)
         if self.search is not None:
             record["suspect_class"] = float(self.search.suspect)
             record["all_to_all"] = float(self.search.all_to_all)  # the hunt moves images off their own labels

@@ -106,7 +106,8 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
     # follows the size the augmentation aims for, N·(1 + copies), so filtering never changes it.
     cfg = cfg.resolve(input_numel=x[0].numel(), num_samples=originals * (1 + copies),
                       input_channels=x.shape[1] if x.dim() == 4 else 1, one_shot=is_one_shot(y),
-                      has_conv=bool(select_layers(model, "conv")))
+                      has_conv=bool(select_layers(model, "conv")),
+                      has_linear=any(isinstance(module, nn.Linear) for module in model.modules()))
     model_device = _module_device(model)
     device = _run_device(cfg.device, model_device)
     backend = ops.resolve_backend(cfg.backend, device)

@@ -1,18 +1,22 @@
-"""feature_distill_weight: the drift of the clean images' penultimate features (awm_fast.feature_distill) and its use
-in purify."""
+"""feature_distill_weight: the drift of the clean images' penultimate features (awm_fast.feature_distill), the
+compact-trigger gate (feature_distill_gate) and their use in purify."""
 
 import copy
+import importlib
 
 import pytest
 import torch
 import torch.nn as nn
 
 import awm_fast
+import awm_fast.loop
 from awm_fast import AWMConfig
-from awm_fast.feature_distill import PenultimateFeatures, last_linear
+from awm_fast.feature_distill import PenultimateFeatures, last_linear, trigger_window_share
 from awm_fast.loop import trusted_rows
 
 from tiny_models import tiny_cnn, tiny_data
+
+purify_module = importlib.import_module("awm_fast.purify")  # awm_fast.purify is the function
 
 
 def no_autocast():
@@ -71,26 +75,106 @@ def test_only_the_images_the_original_labels_right_count_with_correct_only():
                                                                        torch.full((12,), 1 / 12), x))
 
 
+# distill_correct_only=False: every image counts (the random tiny model labels few of them right)
+OPTIONS = dict(outer=3, steps=4, lr_mask=0.05, backend="torch", mask_layers="conv+linear", one_shot_augment=0,
+               trigger_search="targeted", targeted_norm=2.0, extra_outer=0, residual_outer=0, seed=0,
+               distill_correct_only=False)
+
+
 def test_purify_with_the_term_keeps_the_features_closer_and_leaves_no_hook():
     model, (x, y) = tiny_cnn(), tiny_data(per_class=3)
-    # distill_correct_only=False: every image counts (the random tiny model labels few of them right)
-    options = dict(outer=3, steps=4, lr_mask=0.05, backend="torch", mask_layers="conv+linear", one_shot_augment=0,
-                   trigger_search="targeted", targeted_norm=2.0, extra_outer=0, residual_outer=0, seed=0,
-                   distill_correct_only=False)
 
     def drift(purified):
         with torch.no_grad():
             return float(((purified[:-1](x) - model[:-1](x)).pow(2).sum(dim=1)).mean()
                          / model[:-1](x).pow(2).sum(dim=1).mean())
 
-    plain = awm_fast.purify(model, (x, y), **options)
-    kept = awm_fast.purify(model, (x, y), feature_distill_weight=10.0, **options)
+    plain = awm_fast.purify(model, (x, y), feature_distill_weight=0.0, **OPTIONS)
+    kept = awm_fast.purify(model, (x, y), feature_distill_weight=10.0, feature_distill_gate="always", **OPTIONS)
     assert drift(kept.model) < 0.5 * drift(plain.model)
     assert not any(module._forward_hooks for module in kept.model.modules())
-    # Off (0, the default), nothing changes: bit for bit the run without the field.
-    again = awm_fast.purify(model, (x, y), feature_distill_weight=0.0, **options)
-    for name, mask in plain.masks.items():
-        assert torch.equal(mask, again.masks[name])
+    assert kept.history[0]["feature_distill"] == 10.0 and "feature_distill" not in plain.history[0]
+
+
+def masks_equal(a, b) -> bool:
+    return all(torch.equal(mask, b.masks[name]) for name, mask in a.masks.items())
+
+
+@pytest.mark.parametrize("share", [0.9, 0.1])
+def test_the_compact_gate_pulls_only_after_a_compact_first_trigger(monkeypatch, share):
+    model, (x, y) = tiny_cnn(), tiny_data(per_class=3)
+    seen = []
+
+    def window_share(trigger):
+        seen.append(tuple(trigger.shape))
+        return share
+
+    monkeypatch.setattr(awm_fast.loop, "trigger_window_share", window_share)
+    gated = awm_fast.purify(model, (x, y), feature_distill_weight=10.0, **OPTIONS)  # gate "compact", the default
+    assert seen == [(1, 8, 8)]  # once: the first hunt's trigger, [C, H, W]
+    acts = share >= 0.5
+    assert gated.history[0]["trigger_window_share"] == share
+    assert gated.history[0]["feature_distill"] == (10.0 if acts else 0.0)
+    assert not any(module._forward_hooks for module in gated.model.modules())
+    always = awm_fast.purify(model, (x, y), feature_distill_weight=10.0, feature_distill_gate="always", **OPTIONS)
+    off = awm_fast.purify(model, (x, y), feature_distill_weight=0.0, **OPTIONS)
+    assert not masks_equal(always, off)  # the pull changes the masks here, so the comparisons below can fail
+    # Bit for bit the run with the pull from the start (it decides before the first mask step) or without it.
+    assert masks_equal(gated, always) == acts and masks_equal(gated, off) == (not acts)
+
+
+def test_the_compact_gate_pulls_on_a_warp_suspect_whatever_the_trigger(monkeypatch):
+    model, (x, y) = tiny_cnn(), tiny_data(per_class=3)
+    monkeypatch.setattr(awm_fast.loop, "trigger_window_share", lambda trigger: 0.1)
+    monkeypatch.setattr(purify_module, "warp_suspect", lambda *args, **kwargs: 1)  # the warp check names class 1
+    options = {**OPTIONS, "one_shot_augment": 1}  # the warp check runs where copies are filtered
+    gated = awm_fast.purify(model, (x, y), feature_distill_weight=10.0, **options)
+    assert gated.history[0]["feature_distill"] == 10.0 and gated.history[0]["suspect_class"] == 1.0
+    always = awm_fast.purify(model, (x, y), feature_distill_weight=10.0, feature_distill_gate="always", **options)
+    assert masks_equal(gated, always)
+
+
+def test_the_window_share_against_windows_summed_by_hand():
+    trigger = torch.rand(2, 12, 12, generator=torch.Generator().manual_seed(0)) - 0.5
+    magnitude = trigger.abs().sum(dim=0)
+    k = 3  # a quarter of the side
+    best = max(float(magnitude[r : r + k, c : c + k].sum()) for r in range(12 - k + 1) for c in range(12 - k + 1))
+    expected = best / float(magnitude.sum())
+    assert trigger_window_share(trigger) == pytest.approx(expected, rel=1e-5)
+    assert trigger_window_share(trigger[None]) == pytest.approx(expected, rel=1e-5)  # [1, C, H, W] too
+    patch = torch.zeros(1, 28, 28)
+    patch[0, 24:27, 24:27] = 1.0  # a 3x3 corner patch: all of it in one 7x7 window
+    assert trigger_window_share(patch) == pytest.approx(1.0)
+    assert trigger_window_share(torch.ones(1, 28, 28)) == pytest.approx(49 / 784)  # spread evenly
+    assert trigger_window_share(torch.ones(1, 8, 8)) == pytest.approx(4 / 64)  # 2x2 windows on 8x8
+    for says_nothing in (torch.zeros(1, 8, 8), torch.ones(784), torch.ones(3, 1, 1)):
+        assert trigger_window_share(says_nothing) is None
+
+
+def test_the_default_weight_resolves_by_mode_search_and_model():
+    def resolved(config, **kwargs):
+        return config.resolve(input_numel=784, num_samples=10, **kwargs)
+
+    improved = resolved(AWMConfig())
+    assert improved.feature_distill_weight == 1.0 and improved.feature_distill_gate == "compact"
+    assert resolved(AWMConfig(mode="paper")).feature_distill_weight == 0.0
+    assert resolved(AWMConfig(trigger_search="untargeted")).feature_distill_weight == 0.0
+    assert resolved(AWMConfig(), has_linear=False).feature_distill_weight == 0.0  # nothing to pull on
+    assert resolved(AWMConfig(feature_distill_weight=0.3)).feature_distill_weight == 0.3
+    with pytest.raises(ValueError, match="feature_distill_gate"):
+        AWMConfig(feature_distill_gate="sometimes").validate()
+    with pytest.raises(ValueError, match="needs trigger_search='targeted'"):
+        AWMConfig(feature_distill_weight=1.0, trigger_search="untargeted").validate()
+    AWMConfig(feature_distill_weight=1.0, trigger_search="untargeted", feature_distill_gate="always").validate()
+
+
+def test_improved_purify_runs_on_a_model_without_a_linear_layer():
+    torch.manual_seed(0)
+    convolutional = nn.Sequential(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    x, y = tiny_data(per_class=1)
+    result = awm_fast.purify(convolutional, (x, y), outer=1, steps=1, backend="torch", extra_outer=0,
+                             residual_outer=0, seed=0)
+    assert result.config.feature_distill_weight == 0.0 and "feature_distill" not in result.history[0]
 
 
 def test_a_model_without_a_linear_layer_and_a_bad_weight_are_rejected():
