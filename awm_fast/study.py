@@ -9,8 +9,9 @@ without poisoning (one per dataset, model and seed, cached alike) gives the atta
 never had the backdoor (`asr_clean_model`): a trigger also flips the images a clean classifier already finds
 ambiguous, so that ASR is the reference for what a purifier leaves (a purified model can score below it: on
 Fashion-MNIST WaNet, 1.7 after purify against 4.3; docs/EFFICACY.md, round 14). For AWM runs, `epochs` counts
-the outer epochs that ran (extra_outer's and residual_outer's included) and `suspect_standout` is the residual
-check's last ratio (empty where it did not run).
+the outer epochs that ran (extra_outer's and residual_outer's included), `suspect_standout` is the residual
+check's last ratio (empty where it did not run), `trigger_window_share` how compact the first hunt's trigger was and
+`feature_distill` the feature pull's weight in effect (feature_distill_gate; empty where the loop had no pull).
 
 Methods (a spec each; overrides in brackets, comma-separated key=value, values parsed as Python literals):
     none                       the backdoored model itself
@@ -52,7 +53,7 @@ __all__ = ["CSV_COLUMNS", "StudySettings", "add_study_parser", "build_attack", "
 METHOD_KINDS = ("none", "awm-paper", "awm-improved", "ft", "anp")
 CSV_COLUMNS = ("dataset", "model", "attack", "shots", "method", "seed", "n_clean", "acc_before", "asr_before",
                "acc_after", "asr_after", "acc_drop", "seconds", "train_seconds", "threads", "acc_clean_model",
-               "asr_clean_model", "epochs", "suspect_standout")
+               "asr_clean_model", "epochs", "suspect_standout", "trigger_window_share", "feature_distill")
 BAR_ASR, BAR_DROP, BAR_SECONDS = 5.0, 5.0, 300.0  # ASR after <= 5%, ACC drop <= 5 points, <= 5 min
 
 
@@ -192,10 +193,17 @@ def _run_method(spec: str, model: nn.Module, few: tuple[torch.Tensor, torch.Tens
 
 def _run_facts(history: list[dict[str, float]]) -> dict[str, Any]:
     """What an AWM run's history says about how it ran: its outer epochs (with those extra_outer and residual_outer
-    added) and the residual check's last ratio; empty strings for the baselines and where the check did not run."""
+    added), the residual check's last ratio, the first hunt's trigger_window_share and the feature pull's weight in
+    effect; empty strings for the baselines and where the history does not hold them."""
     standout = history[-1].get("suspect_standout") if history else None
-    return {"epochs": len(history) if history else "",
-            "suspect_standout": "" if standout is None else round(standout, 3)}
+    first = history[0] if history else {}
+
+    def rounded(value):
+        return "" if value is None else round(value, 3)
+
+    return {"epochs": len(history) if history else "", "suspect_standout": rounded(standout),
+            "trigger_window_share": rounded(first.get("trigger_window_share")),
+            "feature_distill": rounded(first.get("feature_distill"))}
 
 
 def _slug(text: str) -> str:

@@ -59,8 +59,11 @@ def test_tiny_digits_study_writes_csv_markdown_and_pngs(tmp_path):
             assert 0.0 <= float(row[column]) <= 100.0
         assert float(row["seconds"]) >= 0 and int(row["n_clean"]) == 10
     assert table[0]["acc_after"] == table[0]["acc_before"]  # "none" is the backdoored model itself
-    # How each AWM run ran: paper mode's 2 planned epochs and no residual check; nothing for the others.
-    assert [(row["epochs"], row["suspect_standout"]) for row in table] == [("", ""), ("2", ""), ("", ""), ("", "")]
+    # How each AWM run ran: paper mode's 2 planned epochs, no residual check, no hunt to gate a feature pull;
+    # nothing for the others.
+    facts = [(row["epochs"], row["suspect_standout"], row["trigger_window_share"], row["feature_distill"])
+             for row in table]
+    assert facts == [("", "", "", ""), ("2", "", "", ""), ("", "", "", ""), ("", "", "", "")]
     # The never-poisoned reference: one per seed, the same figures on every row of that seed.
     assert len({(row["acc_clean_model"], row["asr_clean_model"]) for row in table}) == 1
     assert 0.0 <= float(table[0]["asr_clean_model"]) < float(table[0]["asr_before"])
@@ -109,10 +112,15 @@ def test_clean_reference_is_the_same_network_trained_without_poisoning(tmp_path)
     assert len(list((tmp_path / "c2").glob("*.pt"))) == 1
 
 
-def test_an_awm_runs_facts_are_its_epoch_count_and_last_residual_ratio():
+def test_an_awm_runs_facts_are_its_epochs_last_residual_ratio_and_feature_gate():
     from awm_fast.study import _run_facts
 
-    history = [{"epoch": 1}, {"epoch": 2, "suspect_standout": 3.0}, {"epoch": 3, "suspect_standout": 0.12345}]
-    assert _run_facts(history) == {"epochs": 3, "suspect_standout": 0.123}
-    assert _run_facts(history[:1]) == {"epochs": 1, "suspect_standout": ""}  # no residual check ran
-    assert _run_facts([]) == {"epochs": "", "suspect_standout": ""}  # a baseline
+    history = [{"epoch": 1, "trigger_window_share": 0.7512, "feature_distill": 1.0},
+               {"epoch": 2, "suspect_standout": 3.0}, {"epoch": 3, "suspect_standout": 0.12345}]
+    assert _run_facts(history) == {"epochs": 3, "suspect_standout": 0.123, "trigger_window_share": 0.751,
+                                   "feature_distill": 1.0}
+    # no residual check ran, no hunt gated a pull
+    assert _run_facts([{"epoch": 1}]) == {"epochs": 1, "suspect_standout": "", "trigger_window_share": "",
+                                          "feature_distill": ""}
+    empty = {"epochs": "", "suspect_standout": "", "trigger_window_share": "", "feature_distill": ""}
+    assert _run_facts([]) == empty  # a baseline

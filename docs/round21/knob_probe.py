@@ -1,6 +1,7 @@
 # One default purify with overrides on a cached Fashion-MNIST model, with what its history says: the suspect, the last
 # hunts' cross-entropy to it (purify's extra epochs and warning use 1 as the bar), the masks' final mean, and the
-# residual check's ratio (None where it did not run).
+# residual check's ratio (None where it did not run), and the feature pull's gate (round 23: the first hunt's
+# trigger_window_share and the pull's weight in effect; None where there was none).
 #   AWM_CACHE=DIR python knob_probe.py MODEL ATTACK:SEED ['json overrides']
 # Prints one JSON line.
 import json
@@ -27,4 +28,6 @@ print(json.dumps({"model": model_name, "case": f"{name}:{seed}", "overrides": ov
                   "last_hunts": [round(record["ascent_loss"], 2) for record in history[-3:]],
                   "mask_mean": round(history[-1]["mask_mean"], 3), "warnings": len(caught),
                   "suspect_standout": history[-1].get("suspect_standout"),
+                  "window_share": history[0].get("trigger_window_share"),
+                  "feature_distill": history[0].get("feature_distill"),
                   "seconds": round(time.perf_counter() - start)}), flush=True)
