@@ -160,6 +160,7 @@ def test_the_default_weight_resolves_by_mode_search_and_model():
     assert resolved(AWMConfig(mode="paper")).feature_distill_weight == 0.0
     assert resolved(AWMConfig(trigger_search="untargeted")).feature_distill_weight == 0.0
     assert resolved(AWMConfig(), has_linear=False).feature_distill_weight == 0.0  # nothing to pull on
+    assert resolved(AWMConfig(), has_conv=False).feature_distill_weight == 0.0  # an MLP (round 23)
     assert resolved(AWMConfig(feature_distill_weight=0.3)).feature_distill_weight == 0.3
     with pytest.raises(ValueError, match="feature_distill_gate"):
         AWMConfig(feature_distill_gate="sometimes").validate()
