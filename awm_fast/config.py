@@ -36,6 +36,10 @@ IMPROVED_EXTRA_OUTER = 20
 # Improved mode's cap on the outer epochs added while the residual check still finds the suspect standing out;
 # docs/EFFICACY.md, round 22.
 IMPROVED_RESIDUAL_OUTER = 20
+# Where the feature pull acts, the hunt grows up to this many times targeted_norm (40 on 28x28; round 23): the pull
+# keeps the clean images' features, as round 11's BatchNorm penalty and extra clean images did, so the masks can
+# answer a larger trigger without the collateral damage that made growth cost accuracy at one shot.
+FEATURE_DISTILL_NORM_MAX_FACTOR = 2.0
 # Improved mode's β of the feature pull (feature_distill_weight), gated to compact triggers; docs/EFFICACY.md,
 # rounds 22-23.
 IMPROVED_FEATURE_DISTILL_WEIGHT = 1.0
@@ -212,6 +216,11 @@ class AWMConfig:
                        Blend from 53.8 to 6.8% ASR on the small ResNet and from 13.0 to 3.2 on the SmallCNN;
                        at one shot it keeps Blend erased under the penalty, but without it a larger trigger
                        costs accuracy (small ResNet BadNets 65.0 vs 72.9).
+        feature_distill_norm_max: the largest radius the hunt grows to (as for targeted_norm_max) where the feature
+                       pull acts, from the first hunt on. None = 2 x targeted_norm (40 on 28x28), or
+                       targeted_norm_max where that is larger. The pull guards the clean images' features, so the
+                       masks can answer a larger trigger without the collateral damage that makes growth cost
+                       accuracy at one shot (round 11). Measured: docs/EFFICACY.md, round 23.               None
         trigger_restarts: candidates per class of the targeted search's first epoch; the first
                        starts at zero, the others at random points of L1 norm targeted_norm / 2
                        (later fresh candidates: half the hunt's current radius).                    4
@@ -329,6 +338,7 @@ class AWMConfig:
     trigger_search: str | None = None
     targeted_norm: float | None = None
     targeted_norm_max: float | None = None
+    feature_distill_norm_max: float | None = None
     trigger_restarts: int = 4
     class_shortlist: int | None = 10
     all_to_all_check: bool = True
@@ -412,7 +422,7 @@ class AWMConfig:
                 continue
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
-        for name in ("trigger_norm", "targeted_norm", "targeted_norm_max"):
+        for name in ("trigger_norm", "targeted_norm", "targeted_norm_max", "feature_distill_norm_max"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be finite and > 0, got {value}")
@@ -465,6 +475,12 @@ class AWMConfig:
             targeted_norm_max = TARGETED_NORM_MAX_FACTOR * targeted_norm if grows else targeted_norm
         if targeted_norm_max < targeted_norm:
             raise ValueError(f"targeted_norm_max must be >= targeted_norm ({targeted_norm}), got {targeted_norm_max}")
+        feature_distill_norm_max = self.feature_distill_norm_max
+        if feature_distill_norm_max is None:
+            feature_distill_norm_max = max(FEATURE_DISTILL_NORM_MAX_FACTOR * targeted_norm, targeted_norm_max)
+        if feature_distill_norm_max < targeted_norm:
+            raise ValueError(f"feature_distill_norm_max must be >= targeted_norm ({targeted_norm}), "
+                             f"got {feature_distill_norm_max}")
         extra_outer = self.extra_outer
         if extra_outer is None:
             extra_outer = IMPROVED_EXTRA_OUTER if improved and self.resolved_trigger_search() == "targeted" else 0
@@ -499,6 +515,7 @@ class AWMConfig:
             augment_beyond_one_shot=self.resolved_augment_beyond_one_shot(),
             targeted_norm=targeted_norm,
             targeted_norm_max=float(targeted_norm_max),
+            feature_distill_norm_max=float(feature_distill_norm_max),
             mask_layers=self.mask_layers if self.mask_layers is not None else ("conv" if has_conv else "linear"),
             projection=self.projection if self.projection is not None else "rescale",
             input_bounds=_bounds(self.input_bounds),

@@ -10,7 +10,8 @@ fresh random ones, and that one trigger drives the mask step. Round 7 measured w
 classes leaves the backdoor once the masks resist its first trigger, and a warm-started candidate alone gets
 stuck where the masks learned to resist it. When the hunt's best trigger no longer reaches the suspect, the next
 hunt searches a larger radius, up to targeted_norm_max (round 11; by default beyond one image per class, or with
-bn_drift_weight, where the masks no longer erase a dense trigger by collateral damage). The search images are
+bn_drift_weight, where the masks no longer erase a dense trigger by collateral damage), or up to
+feature_distill_norm_max where the feature pull acts (round 23). The search images are
 the few-shot images and their kept augmented copies: a trigger that must work on all of them is universal, as a
 backdoor's is, rather than an adversarial perturbation of ten images.
 
@@ -131,7 +132,8 @@ class TargetedSearch:
         self.suspect = suspect  # the suspected target class, named by the first search (or given) and kept
         self.warp_suspected = suspect is not None  # given by purify's warp check (warp_suspect)
         self.best = None  # [C, H, W] the suspect's trigger of the last search
-        self.radius = cfg.targeted_norm  # L1 radius of the candidates; grows up to cfg.targeted_norm_max
+        self.radius = cfg.targeted_norm  # L1 radius of the candidates; grows up to radius_max
+        self.radius_max = cfg.targeted_norm_max  # raised to cfg.feature_distill_norm_max where the feature pull acts
         # All-to-all (found by the first search's check): the hunt then moves images off their own labels, counting
         # a move to a class of `staying` (the suspect and the sinks the check met) as none.
         self.all_to_all = False
@@ -169,8 +171,8 @@ class TargetedSearch:
         else:
             chosen = int(losses.argmin())
             # The masks resist a trigger of this size: look wider (the host reads the loss only while it can grow).
-            if self.radius < self.cfg.targeted_norm_max and float(losses[chosen]) > TARGETED_REACH_CE:
-                self.radius = min(self.radius * TARGETED_GROWTH, self.cfg.targeted_norm_max)
+            if self.radius < self.radius_max and float(losses[chosen]) > TARGETED_REACH_CE:
+                self.radius = min(self.radius * TARGETED_GROWTH, self.radius_max)
         self.best = candidates[chosen]
         return self.best[None].clone(), losses[chosen], self.suspect
 

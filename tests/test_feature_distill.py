@@ -123,6 +123,22 @@ def test_the_compact_gate_pulls_only_after_a_compact_first_trigger(monkeypatch, 
     assert masks_equal(gated, always) == acts and masks_equal(gated, off) == (not acts)
 
 
+@pytest.mark.parametrize("share", [0.9, 0.1])
+def test_where_the_pull_acts_the_hunt_grows_to_feature_distill_norm_max(monkeypatch, share):
+    model, (x, y) = tiny_cnn(), tiny_data(per_class=3)
+    monkeypatch.setattr(awm_fast.loop, "trigger_window_share", lambda trigger: share)
+    monkeypatch.setattr(importlib.import_module("awm_fast.search"), "TARGETED_REACH_CE", -1.0)  # every hunt "fails"
+    options = {**OPTIONS, "outer": 4, "targeted_norm_max": 2.0}  # no growth of its own, as at one shot
+    result = awm_fast.purify(model, (x, y), feature_distill_weight=1.0, feature_distill_norm_max=4.0, **options)
+    radii = [record["search_radius"] for record in result.history]  # each epoch's, for the next hunt
+    # The naming epoch never grows; then x1.5 per failed hunt up to the cap, where the pull acts.
+    assert radii == ([2.0, 3.0, 4.0, 4.0] if share >= 0.5 else [2.0] * 4)
+    assert AWMConfig().resolve(input_numel=784, num_samples=10).feature_distill_norm_max == 40.0  # 2 x 20
+    assert AWMConfig().resolve(784, 10, one_shot=False).feature_distill_norm_max == 80.0  # targeted_norm_max's 4 x
+    with pytest.raises(ValueError, match="feature_distill_norm_max must be >= targeted_norm"):
+        AWMConfig(feature_distill_norm_max=5.0).resolve(784, 10)
+
+
 def test_the_compact_gate_pulls_on_a_warp_suspect_whatever_the_trigger(monkeypatch):
     model, (x, y) = tiny_cnn(), tiny_data(per_class=3)
     monkeypatch.setattr(awm_fast.loop, "trigger_window_share", lambda trigger: 0.1)
