@@ -36,7 +36,7 @@ IMPROVED_EXTRA_OUTER = 20
 # Improved mode's cap on the outer epochs added while the residual check still finds the suspect standing out;
 # docs/EFFICACY.md, round 22.
 IMPROVED_RESIDUAL_OUTER = 20
-# Where the feature pull acts, the hunt grows up to this many times targeted_norm (40 on 28x28; round 23): the pull
+# Where the feature pull acts on a compact trigger, the hunt grows up to this many times targeted_norm (40 on 28x28; round 23): the pull
 # keeps the clean images' features, as round 11's BatchNorm penalty and extra clean images did, so the masks can
 # answer a larger trigger without the collateral damage that made growth cost accuracy at one shot.
 FEATURE_DISTILL_NORM_MAX_FACTOR = 2.0
@@ -217,7 +217,7 @@ class AWMConfig:
                        at one shot it keeps Blend erased under the penalty, but without it a larger trigger
                        costs accuracy (small ResNet BadNets 65.0 vs 72.9).
         feature_distill_norm_max: the largest radius the hunt grows to (as for targeted_norm_max) where the feature
-                       pull acts, from the first hunt on. None = 2 x targeted_norm (40 on 28x28), or
+                       pull acts on a compact trigger (not on a warp suspect's), from the first hunt on. None = 2 x targeted_norm (40 on 28x28), or
                        targeted_norm_max where that is larger. The pull guards the clean images' features, so the
                        masks can answer a larger trigger without the collateral damage that makes growth cost
                        accuracy at one shot (round 11). Measured: docs/EFFICACY.md, round 23.               None

@@ -232,27 +232,30 @@ class AWMLoop:
         """After the first hunt (trigger [C, H, W], the suspect's): how compact it is, and with
         feature_distill_gate="compact" whether the feature pull acts from now on: where the trigger is compact or
         the warp check named the suspect. A dense backdoor's trigger is spread, and the pull would keep part of it
-        (awm_fast.feature_distill). Where the pull acts, the hunt may grow up to cfg.feature_distill_norm_max."""
+        (awm_fast.feature_distill). Where the pull acts on a compact trigger, the hunt may grow up to
+        cfg.feature_distill_norm_max."""
         share = trigger_window_share(trigger)
         if share is not None:
             self.gate_record["trigger_window_share"] = share
         if self.features is None:
             return
+        compact = share is not None and share >= COMPACT_WINDOW_SHARE
         if self.cfg.feature_distill_gate == "compact":
-            compact = share is not None and share >= COMPACT_WINDOW_SHARE
             if compact or self.search.warp_suspected:
                 self.feature_weight = self.cfg.feature_distill_weight
             else:
                 self.features.close()
                 self.features = None
         self.gate_record["feature_distill"] = float(self.feature_weight)
-        if self.feature_weight:  # the pull guards the clean features: the hunt may grow further (round 23)
+        # The pull guards the clean features, so the hunt may grow further; on a compact trigger only: a warp
+        # backdoor's additive stand-in grown larger is an adversarial perturbation, not the backdoor (round 23).
+        if self.feature_weight and compact:
             self.search.radius_max = max(self.search.radius_max, self.cfg.feature_distill_norm_max)
         if self.verbose:
             why = "the warp check named the suspect" if self.search.warp_suspected else (
                 f"the first hunt's trigger has {share:.2f} of its magnitude in one window" if share is not None
                 else "the trigger is not an image, or all zero")
-            state = (f"acts, and the hunt may grow to L1 {self.search.radius_max:g}" if self.feature_weight
+            state = (f"acts (the hunt may grow to L1 {self.search.radius_max:g})" if self.feature_weight
                      else f"is off (compact from {COMPACT_WINDOW_SHARE})")
             print(f"[awm] feature pull (β = {self.cfg.feature_distill_weight:g}) {state}: {why}", file=sys.stderr,
                   flush=True)

@@ -142,12 +142,15 @@ def test_where_the_pull_acts_the_hunt_grows_to_feature_distill_norm_max(monkeypa
 def test_the_compact_gate_pulls_on_a_warp_suspect_whatever_the_trigger(monkeypatch):
     model, (x, y) = tiny_cnn(), tiny_data(per_class=3)
     monkeypatch.setattr(awm_fast.loop, "trigger_window_share", lambda trigger: 0.1)
+    monkeypatch.setattr(importlib.import_module("awm_fast.search"), "TARGETED_REACH_CE", -1.0)  # every hunt "fails"
     monkeypatch.setattr(purify_module, "warp_suspect", lambda *args, **kwargs: 1)  # the warp check names class 1
-    options = {**OPTIONS, "one_shot_augment": 1}  # the warp check runs where copies are filtered
+    # the warp check runs where copies are filtered; no growth of the hunt's own
+    options = {**OPTIONS, "one_shot_augment": 1, "targeted_norm_max": 2.0}
     gated = awm_fast.purify(model, (x, y), feature_distill_weight=10.0, **options)
     assert gated.history[0]["feature_distill"] == 10.0 and gated.history[0]["suspect_class"] == 1.0
     always = awm_fast.purify(model, (x, y), feature_distill_weight=10.0, feature_distill_gate="always", **options)
     assert masks_equal(gated, always)
+    assert {record["search_radius"] for record in gated.history} == {2.0}  # a warp suspect's hunt does not grow
 
 
 def test_the_window_share_against_windows_summed_by_hand():
