@@ -36,9 +36,9 @@ IMPROVED_EXTRA_OUTER = 20
 # Improved mode's cap on the outer epochs added while the residual check still finds the suspect standing out;
 # docs/EFFICACY.md, round 22.
 IMPROVED_RESIDUAL_OUTER = 20
-# Where the feature pull acts on a compact trigger, the hunt grows up to this many times targeted_norm (40 on 28x28; round 23): the pull
-# keeps the clean images' features, as round 11's BatchNorm penalty and extra clean images did, so the masks can
-# answer a larger trigger without the collateral damage that made growth cost accuracy at one shot.
+# Where the feature pull acts on a compact trigger, the hunt grows up to this many times targeted_norm (40 on 28x28;
+# round 23): the pull keeps the clean images' features, as round 11's BatchNorm penalty and extra clean images did,
+# so the masks can answer a larger trigger without the collateral damage that made growth cost accuracy at one shot.
 FEATURE_DISTILL_NORM_MAX_FACTOR = 2.0
 # Improved mode's β of the feature pull (feature_distill_weight), gated to compact triggers; docs/EFFICACY.md,
 # rounds 22-23.
@@ -137,9 +137,10 @@ class AWMConfig:
                        feature_distill_gate decides where it acts. Measured (docs/EFFICACY.md, rounds 22-23;
                        Fashion-MNIST SmallCNNs, one image per class): β = 1 keeps 0.5-2.8 points of accuracy on
                        every model; it adds 0.2 points of ASR on average on patch and warp backdoors and lets
-                       dense ones back (Blend 5.2 -> 8.4%), hence the gate. With it, the 18 table models' drop
-                       is 4.5 instead of 5.2 at 4.2% ASR instead of 4.0. A model without a Linear layer raises
-                       when β > 0 is asked for. None = 1 in improved mode (targeted search, a Conv2d and a Linear layer), 0
+                       dense ones back (Blend 5.2 -> 8.4%), hence the gate. With the gate and
+                       feature_distill_norm_max, the 18 table models lose 4.9 points instead of 5.2 and keep 3.4%
+                       ASR instead of 4.0. A model without a Linear layer raises when β > 0 is asked for.
+                       None = 1 in improved mode (targeted search, a Conv2d and a Linear layer), 0
                        otherwise (on an MLP the gate's reading does not follow the attack: round 23).        None
         feature_distill_gate: where feature_distill_weight acts. "compact": only when the first hunt's trigger is
                        compact (at least half its magnitude inside one window of a quarter of the image's side,
@@ -217,10 +218,14 @@ class AWMConfig:
                        at one shot it keeps Blend erased under the penalty, but without it a larger trigger
                        costs accuracy (small ResNet BadNets 65.0 vs 72.9).
         feature_distill_norm_max: the largest radius the hunt grows to (as for targeted_norm_max) where the feature
-                       pull acts on a compact trigger (not on a warp suspect's), from the first hunt on. None = 2 x targeted_norm (40 on 28x28), or
+                       pull acts on a compact trigger (not on a warp suspect's), from the first hunt on.
+                       None = 2 x targeted_norm (40 on 28x28), or
                        targeted_norm_max where that is larger. The pull guards the clean images' features, so the
                        masks can answer a larger trigger without the collateral damage that makes growth cost
-                       accuracy at one shot (round 11). Measured: docs/EFFICACY.md, round 23.               None
+                       accuracy at one shot (round 11). Measured (docs/EFFICACY.md, round 23; Fashion-MNIST
+                       SmallCNNs, one image per class, 3 seeds): BadNets 7.6 -> 5.2% ASR and the Trojan squares
+                       3.4 -> 1.0, for 1.3 points of the accuracy the pull kept; 80 instead of 40 did worse on
+                       BadNets s0 (82.8 / 5.5 against 83.7 / 3.8); on WaNet it cost 0.3-2.9 points.         None
         trigger_restarts: candidates per class of the targeted search's first epoch; the first
                        starts at zero, the others at random points of L1 norm targeted_norm / 2
                        (later fresh candidates: half the hunt's current radius).                    4

@@ -26,7 +26,6 @@ from torch import nn
 
 from awm_fast.modules import MaskedLinear
 
-
 # A trigger is compact when at least this share of its magnitude lies inside one window of a quarter of the image's
 # side (trigger_window_share). The first hunt on the unmasked model (docs/EFFICACY.md, round 23; Fashion-MNIST,
 # 7 px windows): BadNets 0.65-0.86 and Trojan squares 0.55-0.70 on the SmallCNNs, LeNet-5's BadNets 0.64; Blend

@@ -10,7 +10,6 @@ import os
 import sys
 import time
 
-import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "round5"))
