@@ -218,11 +218,10 @@ class AWMConfig:
                        at one shot it keeps Blend erased under the penalty, but without it a larger trigger
                        costs accuracy (small ResNet BadNets 65.0 vs 72.9).
         feature_distill_norm_max: the largest radius the hunt grows to (as for targeted_norm_max) where the feature
-                       pull acts on a compact trigger (not on a warp suspect's), from the first hunt on.
-                       None = 2 x targeted_norm (40 on 28x28), or
-                       targeted_norm_max where that is larger. The pull guards the clean images' features, so the
-                       masks can answer a larger trigger without the collateral damage that makes growth cost
-                       accuracy at one shot (round 11). Measured (docs/EFFICACY.md, round 23; Fashion-MNIST
+                       pull acts on a compact trigger (not on a warp suspect's), from the first hunt on. None =
+                       2 x targeted_norm (40 on 28x28), or targeted_norm_max where that is larger. The pull guards
+                       the clean images' features, so the masks can answer a larger trigger without the collateral
+                       damage that makes growth cost accuracy at one shot (round 11). Measured (docs/EFFICACY.md, round 23; Fashion-MNIST
                        SmallCNNs, one image per class, 3 seeds): BadNets 7.6 -> 5.2% ASR and the Trojan squares
                        3.4 -> 1.0, for 1.3 points of the accuracy the pull kept; 80 instead of 40 did worse on
                        BadNets s0 (82.8 / 5.5 against 83.7 / 3.8); on WaNet it cost 0.3-2.9 points.         None
