@@ -221,10 +221,11 @@ class AWMConfig:
                        pull acts on a compact trigger (not on a warp suspect's), from the first hunt on. None =
                        2 x targeted_norm (40 on 28x28), or targeted_norm_max where that is larger. The pull guards
                        the clean images' features, so the masks can answer a larger trigger without the collateral
-                       damage that makes growth cost accuracy at one shot (round 11). Measured (docs/EFFICACY.md, round 23; Fashion-MNIST
-                       SmallCNNs, one image per class, 3 seeds): BadNets 7.6 -> 5.2% ASR and the Trojan squares
-                       3.4 -> 1.0, for 1.3 points of the accuracy the pull kept; 80 instead of 40 did worse on
-                       BadNets s0 (82.8 / 5.5 against 83.7 / 3.8); on WaNet it cost 0.3-2.9 points.         None
+                       damage that makes growth cost accuracy at one shot (round 11). Measured (docs/EFFICACY.md,
+                       round 23; Fashion-MNIST SmallCNNs, one image per class, 3 seeds): BadNets 7.6 -> 5.2% ASR
+                       and the Trojan squares 3.4 -> 1.0, for 1.3 points of the accuracy the pull kept; 80
+                       instead of 40 did worse on BadNets s0 (82.8 / 5.5 against 83.7 / 3.8); on WaNet it cost
+                       0.3-2.9 points.                                                                      None
         trigger_restarts: candidates per class of the targeted search's first epoch; the first
                        starts at zero, the others at random points of L1 norm targeted_norm / 2
                        (later fresh candidates: half the hunt's current radius).                    4
