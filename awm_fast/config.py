@@ -414,19 +414,18 @@ class AWMConfig:
         for name in ("lr_trigger", "lr_mask"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise ValueError(f"{name} must be finite and > 0, got {getattr(self, name)}")
-        if self.distill_weight is not None and not (math.isfinite(self.distill_weight) and self.distill_weight >= 0):
-            raise ValueError(f"distill_weight must be finite and >= 0, got {self.distill_weight}")
+        # Weights of the clean term's extra pulls; the two None-able ones resolve by mode (resolve).
+        for name in ("distill_weight", "bn_drift_weight", "feature_distill_weight", "warp_mask_pull"):
+            value = getattr(self, name)
+            if value is None and name in ("distill_weight", "feature_distill_weight"):
+                continue
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
         _check_choice("feature_distill_gate", self.feature_distill_gate, FEATURE_DISTILL_GATES)
         if (self.feature_distill_weight and self.feature_distill_gate == "compact"
                 and self.resolved_trigger_search() != "targeted"):
             raise ValueError("feature_distill_gate='compact' reads the targeted hunt's first trigger: it needs "
                              "trigger_search='targeted' (or feature_distill_gate='always')")
-        for name in ("bn_drift_weight", "feature_distill_weight", "warp_mask_pull"):
-            value = getattr(self, name)
-            if name == "feature_distill_weight" and value is None:
-                continue
-            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
         for name in ("trigger_norm", "targeted_norm", "targeted_norm_max", "feature_distill_norm_max"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):

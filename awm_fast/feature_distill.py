@@ -53,10 +53,15 @@ def trigger_window_share(trigger: torch.Tensor) -> float | None:
     return float(window_sums.max() / total)
 
 
+def linear_layers(model: nn.Module) -> list[nn.Module]:
+    """The model's Linear layers in module order (nn.Linear, or the MaskedLinear that replaced one)."""
+    return [module for module in model.modules() if isinstance(module, nn.Linear | MaskedLinear)]
+
+
 def last_linear(model: nn.Module) -> nn.Module:
-    """The model's last Linear layer in module order (an nn.Linear, or the MaskedLinear that replaced one): its input
-    is the penultimate features. ValueError when the model has none."""
-    layers = [module for module in model.modules() if isinstance(module, nn.Linear | MaskedLinear)]
+    """The model's last Linear layer in module order (linear_layers): its input is the penultimate features.
+    ValueError when the model has none."""
+    layers = linear_layers(model)
     if not layers:
         raise ValueError("feature_distill_weight needs a model with a Linear layer: the term keeps the input of the "
                          "last one (the features the classifier reads) where the original model put it")

@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from awm_fast import ops
 from awm_fast.config import AWMConfig, make_config
+from awm_fast.feature_distill import linear_layers
 from awm_fast.inputs import (
     as_tensors,
     augment_one_shot,
@@ -107,7 +108,7 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
     cfg = cfg.resolve(input_numel=x[0].numel(), num_samples=originals * (1 + copies),
                       input_channels=x.shape[1] if x.dim() == 4 else 1, one_shot=is_one_shot(y),
                       has_conv=bool(select_layers(model, "conv")),
-                      has_linear=any(isinstance(module, nn.Linear) for module in model.modules()))
+                      has_linear=bool(linear_layers(model)))
     model_device = _module_device(model)
     device = _run_device(cfg.device, model_device)
     backend = ops.resolve_backend(cfg.backend, device)

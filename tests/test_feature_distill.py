@@ -17,6 +17,7 @@ from awm_fast.loop import trusted_rows
 from tiny_models import tiny_cnn, tiny_data
 
 purify_module = importlib.import_module("awm_fast.purify")  # awm_fast.purify is the function
+search_module = importlib.import_module("awm_fast.search")
 
 
 def no_autocast():
@@ -127,7 +128,7 @@ def test_the_compact_gate_pulls_only_after_a_compact_first_trigger(monkeypatch, 
 def test_where_the_pull_acts_the_hunt_grows_to_feature_distill_norm_max(monkeypatch, share):
     model, (x, y) = tiny_cnn(), tiny_data(per_class=3)
     monkeypatch.setattr(awm_fast.loop, "trigger_window_share", lambda trigger: share)
-    monkeypatch.setattr(importlib.import_module("awm_fast.search"), "TARGETED_REACH_CE", -1.0)  # every hunt "fails"
+    monkeypatch.setattr(search_module, "TARGETED_REACH_CE", -1.0)  # every hunt "fails"
     options = {**OPTIONS, "outer": 4, "targeted_norm_max": 2.0}  # no growth of its own, as at one shot
     result = awm_fast.purify(model, (x, y), feature_distill_weight=1.0, feature_distill_norm_max=4.0, **options)
     radii = [record["search_radius"] for record in result.history]  # each epoch's, for the next hunt
@@ -142,7 +143,7 @@ def test_where_the_pull_acts_the_hunt_grows_to_feature_distill_norm_max(monkeypa
 def test_the_compact_gate_pulls_on_a_warp_suspect_whatever_the_trigger(monkeypatch):
     model, (x, y) = tiny_cnn(), tiny_data(per_class=3)
     monkeypatch.setattr(awm_fast.loop, "trigger_window_share", lambda trigger: 0.1)
-    monkeypatch.setattr(importlib.import_module("awm_fast.search"), "TARGETED_REACH_CE", -1.0)  # every hunt "fails"
+    monkeypatch.setattr(search_module, "TARGETED_REACH_CE", -1.0)  # every hunt "fails"
     monkeypatch.setattr(purify_module, "warp_suspect", lambda *args, **kwargs: 1)  # the warp check names class 1
     # the warp check runs where copies are filtered; no growth of the hunt's own
     options = {**OPTIONS, "one_shot_augment": 1, "targeted_norm_max": 2.0}
