@@ -36,12 +36,11 @@ IMPROVED_EXTRA_OUTER = 20
 # Improved mode's cap on the outer epochs added while the residual check still finds the suspect standing out;
 # docs/EFFICACY.md, round 22.
 IMPROVED_RESIDUAL_OUTER = 20
-# Where the feature pull acts on a compact trigger, the hunt grows up to this many times targeted_norm (40 on 28x28;
-# round 23): the pull keeps the clean images' features, as round 11's BatchNorm penalty and extra clean images did,
-# so the masks can answer a larger trigger without the collateral damage that made growth cost accuracy at one shot.
+# Where the feature pull acts, the hunt grows up to this many times targeted_norm (40 on 28x28; rounds 23-24): the
+# pull keeps the clean images' features, as round 11's BatchNorm penalty and extra clean images did, so the masks can
+# answer a larger trigger without the collateral damage that made growth cost accuracy at one shot.
 FEATURE_DISTILL_NORM_MAX_FACTOR = 2.0
-# Improved mode's β of the feature pull (feature_distill_weight), gated to compact triggers; docs/EFFICACY.md,
-# rounds 22-23.
+# Improved mode's β of the feature pull (feature_distill_weight); docs/EFFICACY.md, rounds 22-24.
 IMPROVED_FEATURE_DISTILL_WEIGHT = 1.0
 FEATURE_DISTILL_GATES = ("compact", "always")
 
@@ -134,22 +133,27 @@ class AWMConfig:
                        original labels right with distill_correct_only (awm_fast.feature_distill). The logits'
                        KL constrains about 10 numbers per image; the features constrain the function the masks
                        may change on clean images far more finely, and the trigger does not drive them.
-                       feature_distill_gate decides where it acts. Measured (docs/EFFICACY.md, rounds 22-23;
+                       feature_distill_gate decides where it acts. Measured (docs/EFFICACY.md, rounds 22-24;
                        Fashion-MNIST SmallCNNs, one image per class): β = 1 keeps 0.5-2.8 points of accuracy on
-                       every model; it adds 0.2 points of ASR on average on patch and warp backdoors and lets
-                       dense ones back (Blend 5.2 -> 8.4%), hence the gate. With the gate and
-                       feature_distill_norm_max, the 18 table models lose 4.9 points instead of 5.2 and keep 3.4%
-                       ASR instead of 4.0. A model without a Linear layer raises when β > 0 is asked for.
+                       every model; alone it adds 0.2 points of ASR on average on patch and warp backdoors and
+                       lets dense ones back (Blend 5.2 -> 8.4%). With the larger hunt it allows
+                       (feature_distill_norm_max), the 18 table models keep 3.0% ASR instead of 4.0 for 5.0
+                       points of accuracy instead of 5.2. A model without a Linear layer raises when β > 0 is
+                       asked for.
                        None = 1 in improved mode (targeted search, a Conv2d and a Linear layer), 0
-                       otherwise (on an MLP the gate's reading does not follow the attack: round 23).        None
-        feature_distill_gate: where feature_distill_weight acts. "compact": only when the first hunt's trigger is
-                       compact (at least half its magnitude inside one window of a quarter of the image's side,
+                       otherwise (on an MLP, where it acted it cost ASR: round 23).                          None
+        feature_distill_gate: where feature_distill_weight acts. "always": from the first mask step on.
+                       "compact" (round 23's default): only when the first hunt's trigger is compact (at least
+                       half its magnitude inside one window of a quarter of the image's side,
                        awm_fast.feature_distill.trigger_window_share) or the warp check named the suspect;
-                       decided after the first epoch's hunt, before any mask step, and recorded in history[0]
-                       ("trigger_window_share", "feature_distill"). A patch backdoor's hunt finds a compact
-                       trigger (0.55-0.86 on the SmallCNNs' BadNets and Trojan squares), a blend's or a
+                       decided after the first epoch's hunt, before any mask step. A patch backdoor's hunt finds
+                       a compact trigger (0.55-0.86 on the SmallCNNs' BadNets and Trojan squares), a blend's or a
                        watermark's a spread one (0.19-0.36). Needs the targeted search; inputs that are not
-                       images count as not compact. "always": from the first mask step on.              "compact"
+                       images count as not compact. Either way history[0] records "trigger_window_share" and
+                       "feature_distill" (the weight in effect). Never on an all-to-all backdoor: there it lets
+                       the backdoor back (round 24, 8x8 digits: 29.1 -> 35.1% ASR, every seed higher). Measured
+                       (round 24; Fashion-MNIST SmallCNNs): "always" with the larger hunt leaves the dense triggers
+                       1.3 points less ASR for 0.3 points of accuracy (Blend 5.2 -> 4.3%).              "always"
         warp_mask_pull: ρ ≥ 0. When the warp check names the suspect (a warping backdoor, on 8x8 digits also
                        Blend and SIG ones; trigger_search="targeted" with one_shot_filter), every mask step
                        ends by moving each mask lr·ρ of the way back to 1 (m += lr·ρ·(1 − m), at the step's
@@ -218,14 +222,16 @@ class AWMConfig:
                        at one shot it keeps Blend erased under the penalty, but without it a larger trigger
                        costs accuracy (small ResNet BadNets 65.0 vs 72.9).
         feature_distill_norm_max: the largest radius the hunt grows to (as for targeted_norm_max) where the feature
-                       pull acts on a compact trigger (not on a warp suspect's), from the first hunt on. None =
-                       2 x targeted_norm (40 on 28x28), or targeted_norm_max where that is larger. The pull guards
-                       the clean images' features, so the masks can answer a larger trigger without the collateral
-                       damage that makes growth cost accuracy at one shot (round 11). Measured (docs/EFFICACY.md,
-                       round 23; Fashion-MNIST SmallCNNs, one image per class, 3 seeds): BadNets 7.6 -> 5.2% ASR
-                       and the Trojan squares 3.4 -> 1.0, for 1.3 points of the accuracy the pull kept; 80
-                       instead of 40 did worse on BadNets s0 (82.8 / 5.5 against 83.7 / 3.8); on WaNet it cost
-                       0.3-2.9 points.                                                                      None
+                       pull acts, from the first hunt on. None = 2 x targeted_norm (40 on 28x28), or
+                       targeted_norm_max where that is larger. The pull guards the clean images' features, so the
+                       masks can answer a larger trigger without the collateral damage that makes growth cost
+                       accuracy at one shot (round 11), and the larger trigger takes back what the pull would
+                       keep of a dense one. Not for a warp suspect's hunt: its additive stand-in, grown, is an
+                       adversarial perturbation (WaNet lost 0.3-2.9 points). Measured (docs/EFFICACY.md, rounds
+                       23-24; Fashion-MNIST SmallCNNs, one image per class, 3 seeds): BadNets 7.6 -> 5.2% ASR
+                       and the Trojan squares 3.4 -> 1.0, for 1.3 points of the accuracy the pull kept; Blend
+                       8.4 -> 4.3 and the watermarks 5.5 -> 1.4 against the pull alone; 80 instead of 40 did
+                       worse on BadNets s0 (82.8 / 5.5 against 83.7 / 3.8).                                 None
         trigger_restarts: candidates per class of the targeted search's first epoch; the first
                        starts at zero, the others at random points of L1 norm targeted_norm / 2
                        (later fresh candidates: half the hunt's current radius).                    4
@@ -332,7 +338,7 @@ class AWMConfig:
     distill_correct_only: bool = True
     bn_drift_weight: float = 0.0
     feature_distill_weight: float | None = None
-    feature_distill_gate: str = "compact"
+    feature_distill_gate: str = "always"
     warp_mask_pull: float = 0.0
     select_epoch: bool | None = None
     mask_layers: MaskLayers | None = None
@@ -497,9 +503,8 @@ class AWMConfig:
             distill_weight = IMPROVED_DISTILL_WEIGHT if improved else 0.0
         feature_distill_weight = self.feature_distill_weight
         if feature_distill_weight is None:
-            # Conv nets only: the gate's window share reads a trigger's spatial spread, which tells a patch pathway
-            # from a dense one where the first layers see the image locally; on a convolution-free MLP it does not
-            # follow the attack (round 23).
+            # Conv nets only: on a convolution-free MLP it was measured only where round 23's gate let it act
+            # (4 of 21 models), and there it cost ASR: 0.4 points of accuracy per model for 0.55 points of ASR.
             pulls = improved and has_conv and has_linear and self.resolved_trigger_search() == "targeted"
             feature_distill_weight = IMPROVED_FEATURE_DISTILL_WEIGHT if pulls else 0.0
         return dataclasses.replace(

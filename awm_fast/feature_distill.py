@@ -14,8 +14,11 @@ scale-free. docs/EFFICACY.md, round 22.
 
 The pull keeps what the clean images' features need; where a dense backdoor (a blend, a watermark) uses those same
 features, it keeps part of the backdoor too (round 22: Blend 5.2 -> 8.4% ASR on the SmallCNNs, the small ResNet's
-3.9 -> 17.0). So by default (feature_distill_gate="compact") it acts only where the first hunt's trigger is compact,
-`trigger_window_share` at least COMPACT_WINDOW_SHARE, or where the warp check named the suspect (round 23).
+3.9 -> 17.0). Round 23 gated it (feature_distill_gate="compact": only where the first hunt's trigger is compact,
+`trigger_window_share` at least COMPACT_WINDOW_SHARE, or the warp check named the suspect). Round 24 found that the
+larger hunt the pull allows (feature_distill_norm_max) takes that part back (Blend 8.4 -> 4.3%), so by default
+(feature_distill_gate="always") it acts on every all-to-one backdoor; the loop (awm_fast.loop) decides after the
+first hunt.
 """
 
 from __future__ import annotations

@@ -111,47 +111,56 @@ def test_the_compact_gate_pulls_only_after_a_compact_first_trigger(monkeypatch, 
         return share
 
     monkeypatch.setattr(awm_fast.loop, "trigger_window_share", window_share)
-    gated = awm_fast.purify(model, (x, y), feature_distill_weight=10.0, **OPTIONS)  # gate "compact", the default
+    gated = awm_fast.purify(model, (x, y), feature_distill_weight=10.0, feature_distill_gate="compact", **OPTIONS)
     assert seen == [(1, 8, 8)]  # once: the first hunt's trigger, [C, H, W]
     acts = share >= 0.5
     assert gated.history[0]["trigger_window_share"] == share
     assert gated.history[0]["feature_distill"] == (10.0 if acts else 0.0)
     assert not any(module._forward_hooks for module in gated.model.modules())
-    always = awm_fast.purify(model, (x, y), feature_distill_weight=10.0, feature_distill_gate="always", **OPTIONS)
+    always = awm_fast.purify(model, (x, y), feature_distill_weight=10.0, **OPTIONS)  # gate "always", the default
+    assert always.history[0]["feature_distill"] == 10.0
     off = awm_fast.purify(model, (x, y), feature_distill_weight=0.0, **OPTIONS)
     assert not masks_equal(always, off)  # the pull changes the masks here, so the comparisons below can fail
     # Bit for bit the run with the pull from the start (it decides before the first mask step) or without it.
     assert masks_equal(gated, always) == acts and masks_equal(gated, off) == (not acts)
 
 
-@pytest.mark.parametrize("share", [0.9, 0.1])
-def test_where_the_pull_acts_the_hunt_grows_to_feature_distill_norm_max(monkeypatch, share):
+@pytest.mark.parametrize("gate,share", [("always", 0.1), ("compact", 0.9), ("compact", 0.1)])
+def test_where_the_pull_acts_the_hunt_grows_to_feature_distill_norm_max(monkeypatch, gate, share):
     model, (x, y) = tiny_cnn(), tiny_data(per_class=3)
     monkeypatch.setattr(awm_fast.loop, "trigger_window_share", lambda trigger: share)
     monkeypatch.setattr(search_module, "TARGETED_REACH_CE", -1.0)  # every hunt "fails"
     options = {**OPTIONS, "outer": 4, "targeted_norm_max": 2.0}  # no growth of its own, as at one shot
-    result = awm_fast.purify(model, (x, y), feature_distill_weight=1.0, feature_distill_norm_max=4.0, **options)
+    result = awm_fast.purify(model, (x, y), feature_distill_weight=1.0, feature_distill_norm_max=4.0,
+                             feature_distill_gate=gate, **options)
     radii = [record["search_radius"] for record in result.history]  # each epoch's, for the next hunt
-    # The naming epoch never grows; then x1.5 per failed hunt up to the cap, where the pull acts.
-    assert radii == ([2.0, 3.0, 4.0, 4.0] if share >= 0.5 else [2.0] * 4)
+    # The naming epoch never grows; then x1.5 per failed hunt up to the cap, where the pull acts: always with the
+    # gate "always", whatever the trigger's shape; on a compact trigger only with "compact".
+    acts = gate == "always" or share >= 0.5
+    assert result.history[0]["feature_distill"] == (1.0 if acts else 0.0)
+    assert radii == ([2.0, 3.0, 4.0, 4.0] if acts else [2.0] * 4)
+    without = awm_fast.purify(model, (x, y), feature_distill_weight=0.0, feature_distill_norm_max=4.0, **options)
+    assert [record["search_radius"] for record in without.history] == [2.0] * 4  # no pull, no growth
     assert AWMConfig().resolve(input_numel=784, num_samples=10).feature_distill_norm_max == 40.0  # 2 x 20
     assert AWMConfig().resolve(784, 10, one_shot=False).feature_distill_norm_max == 80.0  # targeted_norm_max's 4 x
     with pytest.raises(ValueError, match="feature_distill_norm_max must be >= targeted_norm"):
         AWMConfig(feature_distill_norm_max=5.0).resolve(784, 10)
 
 
-def test_the_compact_gate_pulls_on_a_warp_suspect_whatever_the_trigger(monkeypatch):
+@pytest.mark.parametrize("share", [0.9, 0.1])
+def test_the_compact_gate_pulls_on_a_warp_suspect_whatever_the_trigger(monkeypatch, share):
     model, (x, y) = tiny_cnn(), tiny_data(per_class=3)
-    monkeypatch.setattr(awm_fast.loop, "trigger_window_share", lambda trigger: 0.1)
+    monkeypatch.setattr(awm_fast.loop, "trigger_window_share", lambda trigger: share)
     monkeypatch.setattr(search_module, "TARGETED_REACH_CE", -1.0)  # every hunt "fails"
     monkeypatch.setattr(purify_module, "warp_suspect", lambda *args, **kwargs: 1)  # the warp check names class 1
     # the warp check runs where copies are filtered; no growth of the hunt's own
     options = {**OPTIONS, "one_shot_augment": 1, "targeted_norm_max": 2.0}
-    gated = awm_fast.purify(model, (x, y), feature_distill_weight=10.0, **options)
+    gated = awm_fast.purify(model, (x, y), feature_distill_weight=10.0, feature_distill_gate="compact", **options)
     assert gated.history[0]["feature_distill"] == 10.0 and gated.history[0]["suspect_class"] == 1.0
     always = awm_fast.purify(model, (x, y), feature_distill_weight=10.0, feature_distill_gate="always", **options)
     assert masks_equal(gated, always)
-    assert {record["search_radius"] for record in gated.history} == {2.0}  # a warp suspect's hunt does not grow
+    for result in (gated, always):  # a warp suspect's hunt does not grow, however compact its trigger
+        assert {record["search_radius"] for record in result.history} == {2.0}
 
 
 def test_the_window_share_against_windows_summed_by_hand():
@@ -176,7 +185,7 @@ def test_the_default_weight_resolves_by_mode_search_and_model():
         return config.resolve(input_numel=784, num_samples=10, **kwargs)
 
     improved = resolved(AWMConfig())
-    assert improved.feature_distill_weight == 1.0 and improved.feature_distill_gate == "compact"
+    assert improved.feature_distill_weight == 1.0 and improved.feature_distill_gate == "always"
     assert resolved(AWMConfig(mode="paper")).feature_distill_weight == 0.0
     assert resolved(AWMConfig(trigger_search="untargeted")).feature_distill_weight == 0.0
     assert resolved(AWMConfig(), has_linear=False).feature_distill_weight == 0.0  # nothing to pull on
@@ -185,8 +194,8 @@ def test_the_default_weight_resolves_by_mode_search_and_model():
     with pytest.raises(ValueError, match="feature_distill_gate"):
         AWMConfig(feature_distill_gate="sometimes").validate()
     with pytest.raises(ValueError, match="needs trigger_search='targeted'"):
-        AWMConfig(feature_distill_weight=1.0, trigger_search="untargeted").validate()
-    AWMConfig(feature_distill_weight=1.0, trigger_search="untargeted", feature_distill_gate="always").validate()
+        AWMConfig(feature_distill_weight=1.0, trigger_search="untargeted", feature_distill_gate="compact").validate()
+    AWMConfig(feature_distill_weight=1.0, trigger_search="untargeted").validate()  # "always" needs no hunt
 
 
 def test_improved_purify_runs_on_a_model_without_a_linear_layer():
