@@ -111,8 +111,10 @@ class AWMLoop:
         self.mask_pull = cfg.warp_mask_pull if search is not None and search.warp_suspected else 0.0
         self.eval_fn, self.verbose = eval_fn, verbose
         self.device = x.device
-        # Loss scaling only where fp16 gradients can underflow in practice: CUDA.
-        self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" and x.is_cuda else None
+        # Loss scaling wherever fp16 runs: its gradients underflow on any device. Without it on CPU, a mask whose
+        # gradient is tiny but steady (Adam moves it a full step anyway) lost it to fp16 and stayed put, and the
+        # fp16 masks left the fp32 ones by 5% of their travel instead of 1% (round 24, the feature pull's gradients).
+        self.scaler = torch.amp.GradScaler(x.device.type) if cfg.precision == "fp16" else None
         self.chunk = forward_chunk(cfg, x.device)  # images per forward + backward in the fast path
         self.distill_weight = 0.0 if cfg.clean_loss == "distill" else (cfg.distill_weight or 0.0)
         needs_teacher = cfg.clean_loss == "distill" or self.distill_weight > 0
