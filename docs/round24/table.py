@@ -6,7 +6,7 @@
 #   grow_runs.jsonl, run as {"feature_distill_gate": "always", "targeted_norm_max": 40}, which is what the default
 #   now does there; BadNets, Trojan squares (compact), WaNet (warp suspect) and all-to-all (no pull) run as before;
 #   β = 2 and 3: beta_runs.jsonl ({"feature_distill_weight": β} over today's default; all-to-all: the default's, as
-#   it has no pull).
+#   it has no pull). beta_runs.jsonl also holds β = 3 on the small ResNet and LeNet-5 (seed 0), which this table skips.
 # The all-to-all models with the pull (what the default no longer does): all_to_all_{pull,grow}_runs.jsonl.
 #   python table.py
 import json
