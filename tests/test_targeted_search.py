@@ -183,25 +183,36 @@ def test_the_hunt_radius_grows_while_the_masks_keep_the_suspect_out_of_reach_and
     assert radii == pytest.approx([TARGETED_GROWTH, TARGETED_GROWTH ** 2, 3.0, 3.0])
 
 
-def test_purify_logs_the_hunt_radius_which_grows_only_up_to_targeted_norm_max():
+def test_purify_logs_the_hunt_radius_which_grows_only_up_to_its_cap():
     model, (x, y) = planted_backdoor_model(), planted_backdoor_data()
     with torch.no_grad():
         model[2].weight[BACKDOOR_CLASS, CORNER] = 0.0  # no backdoor: no class is reachable at radius 1
-    grown = awm_fast.purify(model, (x, y), trigger_search="targeted", targeted_norm=1.0, targeted_norm_max=2.0,
-                            outer=3, backend="torch", mask_layers="linear")
+    # targeted_norm_max alone (no feature pull, whose own cap is feature_distill_norm_max, below).
+    options = {"trigger_search": "targeted", "targeted_norm": 1.0, "outer": 3, "backend": "torch",
+               "mask_layers": "linear"}
+    grown = awm_fast.purify(model, (x, y), targeted_norm_max=2.0, feature_distill_weight=0.0, **options)
     assert [record["search_radius"] for record in grown.history] == pytest.approx([1.0, 1.5, 2.0])
-    fixed = awm_fast.purify(model, (x, y), trigger_search="targeted", targeted_norm=1.0, targeted_norm_max=1.0,
-                            outer=3, backend="torch", mask_layers="linear")
+    fixed = awm_fast.purify(model, (x, y), targeted_norm_max=1.0, feature_distill_weight=0.0, **options)
     assert [record["search_radius"] for record in fixed.history] == [1.0] * 3
     assert float(fixed.trigger.abs().sum()) <= 1.0 + 1e-5
-    # By default: growth with two images per class (these data), none at one shot unless the penalty is on.
-    runs = {name: awm_fast.purify(model, data, trigger_search="targeted", targeted_norm=1.0, outer=3,
-                                  backend="torch", mask_layers="linear", **options)
-            for name, data, options in [("two per class", (x, y), {}), ("one shot", (x[::2], y[::2]), {}),
-                                        ("one shot, penalty", (x[::2], y[::2]), {"bn_drift_weight": 1.0})]}
+    # With the feature pull (the default here: a conv net with a Linear layer) the hunt may grow to
+    # feature_distill_norm_max (None: twice targeted_norm) whatever targeted_norm_max says; set both to fix it.
+    pulled = awm_fast.purify(model, (x, y), targeted_norm_max=1.0, **options)
+    assert pulled.history[0]["feature_distill"] == 1.0
+    assert [record["search_radius"] for record in pulled.history] == pytest.approx([1.0, 1.5, 2.0])
+    pinned = awm_fast.purify(model, (x, y), targeted_norm_max=1.0, feature_distill_norm_max=1.0, **options)
+    assert [record["search_radius"] for record in pinned.history] == [1.0] * 3
+    # By default: growth with two images per class (these data); at one shot only under a guard of the clean
+    # function, the BatchNorm penalty (round 11) or the feature pull (rounds 23-24), and not without either.
+    one_shot = (x[::2], y[::2])
+    runs = {name: awm_fast.purify(model, data, **options, **extra)
+            for name, data, extra in [("two per class", (x, y), {}), ("one shot", one_shot, {}),
+                                      ("one shot, no pull", one_shot, {"feature_distill_weight": 0.0}),
+                                      ("one shot, penalty, no pull", one_shot,
+                                       {"bn_drift_weight": 1.0, "feature_distill_weight": 0.0})]}
     radii = {name: [record["search_radius"] for record in run.history] for name, run in runs.items()}
-    assert radii == {"two per class": pytest.approx([1.0, 1.5, 2.25]), "one shot": [1.0] * 3,
-                     "one shot, penalty": pytest.approx([1.0, 1.5, 2.25])}
+    assert radii == {"two per class": pytest.approx([1.0, 1.5, 2.25]), "one shot": pytest.approx([1.0, 1.5, 2.0]),
+                     "one shot, no pull": [1.0] * 3, "one shot, penalty, no pull": pytest.approx([1.0, 1.5, 2.25])}
 
 
 def test_purify_warns_when_its_last_hunt_still_reaches_the_suspect():
