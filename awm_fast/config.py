@@ -218,6 +218,7 @@ class AWMConfig:
                        dense trigger (Blend) need not have erased the trigger itself, and a larger search finds it
                        again. None = 4 x targeted_norm (80 on 28x28) with more than one image per class or
                        bn_drift_weight > 0, else targeted_norm (a fixed radius at one shot, as in rounds 6-10).
+                       Where the feature pull acts, feature_distill_norm_max raises this cap (set both to fix it).
                        Measured (docs/EFFICACY.md, round 11, Fashion-MNIST): at 10 images per class it takes
                        Blend from 53.8 to 6.8% ASR on the small ResNet and from 13.0 to 3.2 on the SmallCNN;
                        at one shot it keeps Blend erased under the penalty, but without it a larger trigger
