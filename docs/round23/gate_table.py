@@ -27,6 +27,10 @@ def pair(text):
     return float(acc), float(asr)
 
 
+def mean(values):
+    return sum(values) / len(values)
+
+
 def table_rows():
     """[(attack, case, before, round 22 default, pull alone, round 23 default, share, pull acts)], each
     result an (ACC, ASR) pair in percent."""
@@ -75,12 +79,6 @@ def main():
     for row in rows:
         groups.setdefault(row[0], []).append(row)
     groups["mean of 18"] = rows
-
-
-    def mean(values):
-        return sum(values) / len(values)
-
-
     for attack, members in groups.items():
         before, old, alone, new = ([mean([row[i][k] for row in members]) for k in (0, 1)] for i in (2, 3, 4, 5))
         cells = [f"{before[0]:.1f} / {before[1]:.1f}"] + [

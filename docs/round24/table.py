@@ -9,24 +9,13 @@
 #   it has no pull). beta_runs.jsonl also holds β = 3 on the small ResNet and LeNet-5 (seed 0), which this table skips.
 # The all-to-all models with the pull (what the default no longer does): all_to_all_{pull,grow}_runs.jsonl.
 #   python table.py
-import json
 import os
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "round23"))
-from gate_table import pair, table_rows  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "round23"))
+from gate_table import mean, pair, runs, table_rows  # noqa: E402  (runs reads paths under docs/, SmallCNNs only)
 
 ATTACKS = ("badnets", "blend", "trojan-square", "trojan-watermark", "wanet", "all-to-all")
-
-
-def runs(name, keep=lambda run: True):
-    with open(os.path.join(HERE, name)) as handle:
-        return {run["case"]: run for run in map(json.loads, handle) if run["model"] == "small-cnn" and keep(run)}
-
-
-def mean(values):
-    return sum(values) / len(values)
 
 
 def cell(result, before=None):
@@ -36,8 +25,8 @@ def cell(result, before=None):
     return text if before is None else f"{text} (drop {before[0] - result[0]:.1f})"
 
 
-grown = runs("grow_runs.jsonl")
-beta = {weight: runs("beta_runs.jsonl", lambda run, w=weight: run["overrides"] == {"feature_distill_weight": w})
+grown = runs("round24/grow_runs.jsonl")
+beta = {weight: runs("round24/beta_runs.jsonl", lambda run, w=weight: run["overrides"] == {"feature_distill_weight": w})
         for weight in (2.0, 3.0)}
 rows = []  # (attack, case, before, round 23 default, round 24 default, beta 2, beta 3)
 for attack, case, before, _, _, old, _, _ in table_rows():
@@ -63,7 +52,7 @@ for name, members in groups.items():
     print(f"| {name} | {cell(means[0])} | " + " | ".join(cell(result, means[0]) for result in means[1:]) + " |")
 print()
 print("All-to-all with the pull (not the default): round 23/24 default, the pull alone, the pull with the larger hunt")
-pulled, pulled_grown = runs("all_to_all_pull_runs.jsonl"), runs("all_to_all_grow_runs.jsonl")
+pulled, pulled_grown = runs("round24/all_to_all_pull_runs.jsonl"), runs("round24/all_to_all_grow_runs.jsonl")
 for _, case, before, old, *_ in (row for row in rows if row[0] == "all-to-all"):
     print(f"  {case}: {cell(old, before)}, {cell(pair(pulled[case]['after']), before)}, "
           f"{cell(pair(pulled_grown[case]['after']), before)}")
