@@ -43,6 +43,9 @@ FEATURE_DISTILL_NORM_MAX_FACTOR = 2.0
 # Improved mode's β of the feature pull (feature_distill_weight); docs/EFFICACY.md, rounds 22-24.
 IMPROVED_FEATURE_DISTILL_WEIGHT = 1.0
 FEATURE_DISTILL_GATES = ("compact", "always")
+# On an all-to-all backdoor the feature pull lets go of the features the first trigger drives beyond its destination
+# classes' own by more than this many spreads (feature_distill_release; docs/EFFICACY.md, round 25).
+FEATURE_DISTILL_RELEASE = 2.0
 
 # The authors' L1 budget for a 3x32x32 CIFAR image; `trigger_norm=None` keeps this per-element budget.
 PAPER_TRIGGER_NORM = 1000.0
@@ -151,10 +154,26 @@ class AWMConfig:
                        a compact trigger (0.55-0.86 on the SmallCNNs' BadNets and Trojan squares), a blend's or a
                        watermark's a spread one (0.19-0.36). Needs the targeted search; inputs that are not
                        images count as not compact. Either way history[0] records "trigger_window_share" and
-                       "feature_distill" (the weight in effect). Never on an all-to-all backdoor: there it lets
-                       the backdoor back (round 24, 8x8 digits: 29.1 -> 35.1% ASR, every seed higher). Measured
+                       "feature_distill" (the weight in effect). On an all-to-all backdoor only with its release
+                       (feature_distill_release): alone it lets the backdoor back there (round 24). Measured
                        (round 24; Fashion-MNIST SmallCNNs): "always" with the larger hunt leaves the dense triggers
                        1.3 points less ASR for 0.3 points of accuracy (Blend 5.2 -> 4.3%).              "always"
+        feature_distill_release: z ≥ 0. On an all-to-all backdoor (the all-to-all check fired) the feature pull
+                       acts too, and lets go of the features the first hunt's trigger drives beyond its destination
+                       classes' own: each trusted image the trigger moves to another class is compared with that
+                       class's trusted clean images, and a feature whose mean excess is more than z times its spread
+                       over the clean images is no longer pulled (awm_fast.feature_distill.PenultimateFeatures.
+                       release; history[0] records "feature_released", their count). A trigger that only stood in
+                       for its destination would move the features to that class's; one that drives them beyond
+                       does what the backdoor does. There the hunt keeps its radius, so the release is what keeps
+                       the pull from holding the backdoor; on an all-to-one suspect the larger hunt does that
+                       (feature_distill_norm_max), on a warp suspect neither is needed. 0 keeps the pull off on an
+                       all-to-all backdoor (round 24: the pull alone let it back, 8x8 digits 29.1 -> 35.1% ASR).
+                       Measured (docs/EFFICACY.md, round 25; one image per class): Fashion-MNIST all-to-all
+                       SmallCNNs (3 seeds) 82.7 / 4.0 -> 84.2 / 3.9 (ACC / ASR %; drop 5.4 -> 3.9), 8x8 digits
+                       (the 4 models the check fires on) 94.1 / 24.5 -> 96.6 / 24.6; 1-5 of 128 features released.
+                       On all-to-one backdoors, tried in a probe build (not an option): at β = 1 it cost accuracy
+                       (Blend 83.5 / 4.6 -> 82.4 / 4.1).                                                         2
         warp_mask_pull: ρ ≥ 0. When the warp check names the suspect (a warping backdoor, on 8x8 digits also
                        Blend and SIG ones; trigger_search="targeted" with one_shot_filter), every mask step
                        ends by moving each mask lr·ρ of the way back to 1 (m += lr·ρ·(1 − m), at the step's
@@ -341,6 +360,7 @@ class AWMConfig:
     bn_drift_weight: float = 0.0
     feature_distill_weight: float | None = None
     feature_distill_gate: str = "always"
+    feature_distill_release: float = FEATURE_DISTILL_RELEASE
     warp_mask_pull: float = 0.0
     select_epoch: bool | None = None
     mask_layers: MaskLayers | None = None
@@ -422,8 +442,9 @@ class AWMConfig:
         for name in ("lr_trigger", "lr_mask"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise ValueError(f"{name} must be finite and > 0, got {getattr(self, name)}")
-        # Weights of the clean term's extra pulls; the two None-able ones resolve by mode (resolve).
-        for name in ("distill_weight", "bn_drift_weight", "feature_distill_weight", "warp_mask_pull"):
+        # Weights of the clean term's extra pulls and the release's threshold; the two None-able ones resolve by mode.
+        for name in ("distill_weight", "bn_drift_weight", "feature_distill_weight", "warp_mask_pull",
+                     "feature_distill_release"):
             value = getattr(self, name)
             if value is None and name in ("distill_weight", "feature_distill_weight"):
                 continue

@@ -18,7 +18,8 @@ features, it keeps part of the backdoor too (round 22: Blend 5.2 -> 8.4% ASR on 
 `trigger_window_share` at least COMPACT_WINDOW_SHARE, or the warp check named the suspect). Round 24 found that the
 larger hunt the pull allows (feature_distill_norm_max) takes that part back (Blend 8.4 -> 4.3%), so by default
 (feature_distill_gate="always") it acts on every all-to-one backdoor; the loop (awm_fast.loop) decides after the
-first hunt.
+first hunt. On an all-to-all backdoor, whose hunt does not grow, `PenultimateFeatures.release` lets go of the features
+the trigger drives beyond its destination classes' own instead (round 25; feature_distill_release).
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ class PenultimateFeatures:
         # mean squared norm of the original's features: the term's unit (floored for an all-zero feature map)
         self.scale = self.reference.pow(2).sum(dim=1).mean().clamp_min(torch.finfo(torch.float32).tiny)
         self.trust = trust
+        self.keep: torch.Tensor | None = None  # [F] fp32: 1 where a feature is pulled, 0 where released (release)
 
     def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         self._latest = inputs[0]
@@ -105,8 +107,41 @@ class PenultimateFeatures:
 
         rows [U] int64; weights [U] their weights in the step (None: a plain mean over the rows)."""
         features = self._latest[: len(rows)].float().flatten(1)
-        gap = (features - self.reference[rows]).pow(2).sum(dim=1) / self.scale * self.trust[rows]
+        gap = (features - self.reference[rows]).pow(2)
+        gap = (gap if self.keep is None else gap * self.keep).sum(dim=1) / self.scale * self.trust[rows]
         return gap.mean() if weights is None else (gap * weights).sum()
+
+    @torch.no_grad()
+    def release(self, model: nn.Module, triggered: torch.Tensor, labels: torch.Tensor, threshold: float, batch: int,
+                autocast) -> torch.Tensor:
+        """Release from the pull the features the trigger drives beyond its destination class's own; returns z [F].
+
+        triggered [N, ...]: the clean images with the first hunt's trigger applied (masks still all ones); labels [N]
+        their true labels. Each trusted image the trigger moves to another class p_i (the original model's label of
+        it) is compared with the trusted clean images of class p_i: z_d = mean_i (f_d(x_i + Δ) − mean_{j: y_j = p_i}
+        f⁰_jd) / spread_d, spread_d the standard deviation of f⁰_d over the trusted images. A trigger that only
+        stood in for its destination's class would move the features to that class's (z ≈ 0); one that drives a
+        feature beyond them drives the backdoor's. keep_d = 0 where z_d > threshold."""
+        features, predicted = [], []
+        for images in triggered.split(batch):
+            with autocast():
+                predicted.append(model(images).argmax(dim=1))
+            features.append(self._latest.float().flatten(1))
+        self._latest = None
+        shifted, predicted = torch.cat(features), torch.cat(predicted)
+        trusted = self.trust > 0
+        num_classes = int(max(int(labels.max()), int(predicted.max())) + 1)
+        counts = torch.bincount(labels[trusted], minlength=num_classes).float()
+        class_means = torch.zeros(num_classes, shifted.shape[1], device=shifted.device)
+        class_means.index_add_(0, labels[trusted], self.reference[trusted])
+        class_means /= counts.clamp_min(1)[:, None]
+        moved = trusted & (predicted != labels) & (counts[predicted] > 0)
+        z = torch.zeros(shifted.shape[1], device=shifted.device)
+        if moved.any() and trusted.sum() > 1:
+            spread = self.reference[trusted].std(dim=0).clamp_min(1e-6)
+            z = (shifted[moved] - class_means[predicted[moved]]).mean(dim=0) / spread
+        self.keep = (z <= threshold).float()
+        return z
 
     def close(self) -> None:
         self._handle.remove()

@@ -232,47 +232,59 @@ class AWMLoop:
         return triggers, best
 
     def _gate_features(self, trigger: torch.Tensor) -> None:
-        """After the first hunt (trigger [C, H, W], the suspect's), before any mask step: how compact the trigger
-        is (recorded), whether the feature pull acts from now on, and how far the hunt may grow where it does.
+        """After the first hunt (trigger [C, H, W], the suspect's or the all-to-all objective's), before any mask
+        step: how compact the trigger is (recorded), whether the feature pull acts from now on, and what keeps it
+        from holding the backdoor where it does.
 
         The pull acts wherever it was asked for (feature_distill_gate="always"), or with "compact" only where the
-        trigger is compact or the warp check named the suspect (round 23); never on an all-to-all backdoor, whose
-        reach it lets back (round 24: 8x8 digits 29.1 -> 35.1% ASR, every seed higher). Where it acts, the hunt may
-        grow up to cfg.feature_distill_norm_max: the pull guards the clean features, and the larger hunt takes back
-        what the pull would keep of a dense trigger (round 24). Not on a warp suspect: its additive stand-in grown
-        larger is an adversarial perturbation rather than the backdoor (round 23)."""
+        trigger is compact or the warp check named the suspect (round 23). It keeps the clean images' features, and
+        where the backdoor uses them it keeps part of the backdoor too; each kind of suspect gets its counterweight:
+
+        - all-to-one: the hunt may grow up to cfg.feature_distill_norm_max and take back what the pull would keep of
+          a dense trigger (round 24);
+        - all-to-all (the hunt keeps its radius): the pull lets go of the features the trigger drives beyond its
+          destination classes' own (PenultimateFeatures.release at cfg.feature_distill_release; round 25). Without
+          the release (0) it is off there: it let the backdoor's reach back (round 24: 8x8 digits 29.1 -> 35.1%);
+        - a warp suspect: neither; its additive stand-in, grown, is an adversarial perturbation rather than the
+          backdoor (round 23), and it drives no feature beyond its destination's (round 25)."""
         share = trigger_window_share(trigger)
         if share is not None:
             self.gate_record["trigger_window_share"] = share
         if self.features is None:
             return
-        search = self.search
+        cfg, search = self.cfg, self.search
         compact = share is not None and share >= COMPACT_WINDOW_SHARE
-        if search.all_to_all:
-            acts, why = False, "an all-to-all backdoor"
-        elif self.cfg.feature_distill_gate == "compact" and not (compact or search.warp_suspected):
+        if search.all_to_all and not cfg.feature_distill_release:
+            acts, why = False, "an all-to-all backdoor, feature_distill_release=0"
+        elif cfg.feature_distill_gate == "compact" and not (compact or search.warp_suspected):
             acts, why = False, f"the trigger is not compact (below {COMPACT_WINDOW_SHARE} in one window)"
         else:
             acts, why = True, ""
-        if acts:
-            self.feature_weight = self.cfg.feature_distill_weight
-            if not search.warp_suspected:
-                search.radius_max = max(search.radius_max, self.cfg.feature_distill_norm_max)
-        else:
+        shape = (f"{share:.2f} of the first hunt's trigger in one window" if share is not None
+                 else "the first hunt's trigger is not an image, or all zero")
+        if not acts:
             self.feature_weight = 0.0
             self.features.close()
             self.features = None
+            state = f"is off: {why}; {shape}"
+        elif search.all_to_all:
+            lo, hi = cfg.input_bounds
+            z = self.features.release(self.model, (self.x + trigger).clamp(lo, hi), self.y,
+                                      cfg.feature_distill_release, cfg.batch_size, self._autocast)
+            released = int((z > cfg.feature_distill_release).sum())
+            self.gate_record["feature_released"] = float(released)
+            state = (f"acts on an all-to-all backdoor, releasing the {released} of {z.numel()} features the trigger "
+                     f"drives more than {cfg.feature_distill_release:g} spreads beyond its destinations' ({shape})")
+        elif search.warp_suspected:
+            state = f"acts; the hunt does not grow (the warp check named the suspect; {shape})"
+        else:
+            search.radius_max = max(search.radius_max, cfg.feature_distill_norm_max)
+            state = f"acts; the hunt may grow to L1 {search.radius_max:g} ({shape})"
+        if acts:
+            self.feature_weight = cfg.feature_distill_weight
         self.gate_record["feature_distill"] = float(self.feature_weight)
         if self.verbose:
-            shape = (f"{share:.2f} of the first hunt's trigger in one window" if share is not None
-                     else "the first hunt's trigger is not an image, or all zero")
-            if not acts:
-                state = f"is off: {why}; {shape}"
-            elif search.warp_suspected:
-                state = f"acts; the hunt does not grow (the warp check named the suspect; {shape})"
-            else:
-                state = f"acts; the hunt may grow to L1 {search.radius_max:g} ({shape})"
-            print(f"[awm] feature pull (β = {self.cfg.feature_distill_weight:g}) {state}", file=sys.stderr, flush=True)
+            print(f"[awm] feature pull (β = {cfg.feature_distill_weight:g}) {state}", file=sys.stderr, flush=True)
 
     @torch.no_grad()
     def _consider(self, best, record: dict[str, float], triggers: torch.Tensor):

@@ -13,6 +13,7 @@ from test_targeted_search import CORNER, planted_backdoor_data, planted_backdoor
 import awm_fast
 import awm_fast.loop
 from awm_fast import search
+from awm_fast.feature_distill import PenultimateFeatures
 from awm_fast.search import TargetedSearch, _away_losses, _channels
 
 CLASSES = 5
@@ -96,27 +97,57 @@ def test_an_all_to_all_backdoor_is_found_and_its_pixel_hunted(monkeypatch):
 
 
 @pytest.mark.parametrize("planted", ["all-to-all", "all-to-one"])
-def test_the_feature_pull_and_its_larger_hunt_leave_an_all_to_all_backdoor_alone(monkeypatch, planted):
-    # Round 24: on an all-to-all backdoor the pull lets the backdoor's reach back (8x8 digits 29.1 -> 35.1% ASR).
+def test_on_an_all_to_all_backdoor_the_pull_needs_its_release_and_the_hunt_never_grows(monkeypatch, planted):
+    # Round 24: on an all-to-all backdoor the pull alone lets the backdoor's reach back (8x8 digits 29.1 -> 35.1%
+    # ASR), and its larger hunt is the all-to-one suspect's counterweight. Round 25: with the release of the features
+    # the trigger drives beyond its destinations' own, the pull acts there too.
     monkeypatch.setattr(search, "TARGETED_REACH_CE", -1.0)  # every hunt "fails"
     monkeypatch.setattr(awm_fast.loop, "trigger_window_share", lambda trigger: 0.9)  # compact, as a patch's
+    releases = []
+    release = PenultimateFeatures.release
+
+    def recorded(self, *args, **kwargs):
+        releases.append(release(self, *args, **kwargs))
+        return releases[-1]
+
+    monkeypatch.setattr(PenultimateFeatures, "release", recorded)
     if planted == "all-to-all":
         model, data, options = PlantedAllToAll(), all_to_all_data(), {}
     else:
         model, data, options = planted_backdoor_model(), planted_backdoor_data(), {"mask_layers": "conv+linear"}
+    all_to_all = planted == "all-to-all"
+    grown = [1.0, 1.5, 2.25, 3.375]  # the naming epoch never grows; then x1.5 per failed hunt
     for gate in ("always", "compact"):
-        result = purify_planted(model, data, outer=4, feature_distill_weight=1.0, feature_distill_gate=gate,
-                                targeted_norm_max=1.0, feature_distill_norm_max=4.0, **options)
-        all_to_all = planted == "all-to-all"
-        assert [record["all_to_all"] for record in result.history] == [float(all_to_all)] * 4
-        assert result.history[0]["feature_distill"] == (0.0 if all_to_all else 1.0)
-        grown = [1.0, 1.5, 2.25, 3.375]  # the naming epoch never grows; then x1.5 per failed hunt
-        assert [record["search_radius"] for record in result.history] == ([1.0] * 4 if all_to_all else grown)
-    if planted == "all-to-all":  # bit for bit the run that never asked for the pull
-        without = purify_planted(model, data, outer=4, feature_distill_weight=0.0, targeted_norm_max=1.0)
-        assert torch.equal(result.trigger, without.trigger)
-        for name, mask in result.masks.items():
-            assert torch.equal(mask, without.masks[name])
+        for release_at in (0.0, 2.0):
+            result = purify_planted(model, data, outer=4, feature_distill_weight=1.0, feature_distill_gate=gate,
+                                    feature_distill_release=release_at, targeted_norm_max=1.0,
+                                    feature_distill_norm_max=4.0, **options)
+            assert [record["all_to_all"] for record in result.history] == [float(all_to_all)] * 4
+            acts = not all_to_all or release_at > 0
+            assert result.history[0]["feature_distill"] == (1.0 if acts else 0.0)
+            assert [record["search_radius"] for record in result.history] == ([1.0] * 4 if all_to_all else grown)
+            assert ("feature_released" in result.history[0]) == (all_to_all and acts)
+            if release_at == 0.0:
+                unreleased = result
+        if not all_to_all:  # the all-to-one counterweight is the larger hunt alone: the release changes nothing
+            for name, mask in result.masks.items():
+                assert torch.equal(mask, unreleased.masks[name])
+    if not all_to_all:
+        assert releases == []
+        return
+    # The planted backdoor's pixel is the one penultimate feature (the conv's output there) the trigger drives
+    # beyond every class's own: released, and only it, once per gate.
+    assert len(releases) == 2
+    for z in releases:
+        assert int(z.argmax()) == CORNER and (z > 2.0).nonzero().flatten().tolist() == [CORNER]
+    assert result.history[0]["feature_released"] == 1.0
+    # With the release at 0, bit for bit the run that never asked for the pull.
+    off = purify_planted(model, data, outer=4, feature_distill_weight=1.0, feature_distill_release=0.0,
+                         targeted_norm_max=1.0)
+    without = purify_planted(model, data, outer=4, feature_distill_weight=0.0, targeted_norm_max=1.0)
+    assert torch.equal(off.trigger, without.trigger)
+    for name, mask in off.masks.items():
+        assert torch.equal(mask, without.masks[name])
 
 
 def test_an_all_to_one_backdoor_is_not_called_all_to_all_and_the_check_changes_nothing():

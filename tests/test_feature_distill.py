@@ -215,3 +215,36 @@ def test_a_model_without_a_linear_layer_and_a_bad_weight_are_rejected():
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="feature_distill_weight must be finite and >= 0"):
             AWMConfig(feature_distill_weight=bad).validate()
+
+
+def test_release_frees_the_features_the_trigger_drives_beyond_its_destination_class():
+    model, (x, y) = tiny_cnn(), tiny_data(per_class=3)
+    trust = torch.ones(12)
+    trust[5] = 0.0  # an untrusted image counts nowhere: not as a destination's example, not as a moved image
+    features = PenultimateFeatures(model, x, batch=5, autocast=no_autocast, trust=trust)
+    trigger = torch.zeros(1, 8, 8)
+    trigger[0, :3, :3] = 2.0
+    triggered = (x + trigger).clamp(0, 1)
+    z = features.release(model, triggered, y, threshold=0.5, batch=5, autocast=no_autocast)
+    # written out: penultimate features are everything but the last Linear
+    with torch.no_grad():
+        before, after, predicted = model[:-1](x), model[:-1](triggered), model(triggered).argmax(dim=1)
+    kept = trust > 0
+    moved = [i for i in range(12) if kept[i] and predicted[i] != y[i] and (kept & (y == predicted[i])).any()]
+    assert moved  # the comparison below is not vacuous
+    destination_means = torch.stack([before[kept & (y == predicted[i])].mean(dim=0) for i in moved])
+    expected = (after[moved] - destination_means).mean(dim=0) / before[kept].std(dim=0).clamp_min(1e-6)
+    torch.testing.assert_close(z, expected, rtol=1e-4, atol=1e-5)
+    assert 0 < int((z > 0.5).sum()) < z.numel()  # some features released, not all
+    torch.testing.assert_close(features.keep, (expected <= 0.5).float())
+    # The drift then counts the kept features only.
+    original = copy.deepcopy(model)
+    with torch.no_grad():
+        model[6].weight.mul_(0.5)
+    rows = torch.arange(12)
+    model(x)
+    with torch.no_grad():
+        gaps = ((model[:-1](x) - original[:-1](x)).pow(2) * features.keep).sum(dim=1)
+        unit = original[:-1](x).pow(2).sum(dim=1).mean()
+    torch.testing.assert_close(features.penalty(rows), (gaps / unit * trust).mean())
+    features.close()
