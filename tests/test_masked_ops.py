@@ -134,6 +134,26 @@ def test_torch_backend_under_autocast_keeps_fp32_mask_grad(dtype):
     torch.testing.assert_close(mask.grad, grad_ref, atol=0.1, rtol=0.05)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_torch_backend_conv2d_mask_grad_reduces_in_fp32_under_autocast(dtype):
+    # The mask gradient sums x · grad_y over every image and pixel: formed from the low-precision operands the
+    # forward saw, but reduced in fp32, as for Linear (round 25: in fp16 a small but steady first-layer mask
+    # gradient was lost). Written out: conv2d_weight on the rounded operands in fp64, times W. A reduction in
+    # fp16/bf16 misses this by about 2^-11 / 2^-8 of the sum's terms; the fp32 one by about 2^-24.
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 3, 12, 12, generator=generator)
+    weight, mask = torch.randn(4, 3, 3, 3, generator=generator), torch.rand(4, 3, 3, 3, generator=generator)
+    mask.requires_grad_(True)
+    grad_y = torch.randn(16, 4, 12, 12, generator=generator)
+    with torch.autocast("cpu", dtype=dtype):
+        out = masked_conv2d(x, weight, mask, None, 1, 1, backend="torch")
+    out.backward(grad_y.to(out.dtype))
+    rounded_x, rounded_grad = x.to(dtype).double(), grad_y.to(dtype).double()
+    expected = torch.nn.grad.conv2d_weight(rounded_x, weight.shape, rounded_grad, padding=1) * weight.double()
+    assert mask.grad.dtype == torch.float32
+    torch.testing.assert_close(mask.grad.double(), expected, atol=1e-3, rtol=1e-5)
+
+
 @pytest.mark.parametrize("padding, padding_mode",
                          [("same", "zeros"), (1, "reflect"), (2, "circular"), ("valid", "zeros")])
 @pytest.mark.parametrize("backend", BACKENDS)

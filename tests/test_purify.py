@@ -208,10 +208,17 @@ def test_low_precision_runs_with_fp32_masks(precision):
         assert mask.dtype == torch.float32
         # Same procedure; only the forward's rounding differs, so the low-precision masks must travel where
         # the fp32 ones do. Measured against that travel, not an absolute figure: improved mode's one-shot
-        # copies make 12 steps an epoch here (36 in all, up to ~0.32 of travel), and a lone element whose
-        # gradient sits near zero can go either way (bf16's worst single element differs by 0.064).
+        # copies make 12 steps an epoch here (36 in all, up to ~0.32 of travel). A lone element whose gradient
+        # crosses zero can go either way, and Adam and the clamp at 1 carry it to a different end: on a CPU with
+        # native fp16 kernels (avx512_fp16) one first-layer element's gradient changes sign at step 18 of 36
+        # and it ends 0.03 from 1 instead of fp32's 0.16 (round 25). So at most one element per layer may differ
+        # by more than 0.05, and it is set aside before the layer-wide comparisons.
         travel = 1 - fp32.masks[name].flatten()
         low_travel = 1 - mask.flatten()
+        gaps = (low_travel - travel).abs()
+        assert int((gaps > 0.05).sum()) <= 1
+        rest = torch.arange(gaps.numel()) != gaps.argmax()
+        travel, low_travel = travel[rest], low_travel[rest]
         assert float(travel.mean()) > 0.05  # the masks did move, so the comparison below means something
         assert float((low_travel - travel).abs().mean()) < 0.05 * float(travel.mean())
         assert float(torch.corrcoef(torch.stack([low_travel, travel]))[0, 1]) > 0.99

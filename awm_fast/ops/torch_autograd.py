@@ -116,9 +116,13 @@ class MaskedConv2dTorchFunction(torch.autograd.Function):
             grad_x = torch.nn.grad.conv2d_input(x.shape, w_eff, grad_y, stride, padding, dilation, groups)
             grad_x = grad_x.to(ctx.x_dtype)
         if ctx.needs_input_grad[2]:
-            grad_w_eff = torch.nn.grad.conv2d_weight(x, weight.shape, grad_y, stride, padding, dilation, groups)
+            # fp32 operands, as for Linear: the reduction runs over every image and pixel and feeds an fp32 mask.
+            # In fp16 it lost a small but steady mask gradient on CPUs with native fp16 kernels (avx512_fp16): one
+            # first-layer mask travelled 0.03 instead of fp32's 0.16 (round 25).
             acc = _accumulate_dtype(x, mask)
-            grad_mask = grad_w_eff.to(acc).mul_(weight.to(acc)).to(mask.dtype)
+            grad_w_eff = torch.nn.grad.conv2d_weight(x.to(acc), weight.shape, grad_y.to(acc), stride, padding,
+                                                     dilation, groups)
+            grad_mask = grad_w_eff.mul_(weight.to(acc)).to(mask.dtype)
         if ctx.bias_dtype is not None and ctx.needs_input_grad[3]:
             grad_bias = grad_y.to(_accumulate_dtype(x, mask)).sum((0, 2, 3)).to(ctx.bias_dtype)
         return grad_x, None, grad_mask, grad_bias, None, None, None, None
