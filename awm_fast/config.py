@@ -171,7 +171,9 @@ class AWMConfig:
                        all-to-all backdoor (round 24: the pull alone let it back, 8x8 digits 29.1 -> 35.1% ASR).
                        Measured (docs/EFFICACY.md, round 25; one image per class): Fashion-MNIST all-to-all
                        SmallCNNs (3 seeds) 82.7 / 4.0 -> 84.2 / 3.9 (ACC / ASR %; drop 5.4 -> 3.9), 8x8 digits
-                       (the 4 models the check fires on) 94.1 / 24.5 -> 96.6 / 24.6; 1-5 of 128 features released.
+                       (the 4 models the check fires on) 94.1 / 24.5 -> 96.6 / 24.6, where the pull without the
+                       release left 96.2 / 27.2; 1-5 of 128 features released, the threshold hardly mattering
+                       between 1 and 3.
                        On all-to-one backdoors, tried in a probe build (not an option): at β = 1 it cost accuracy
                        (Blend 83.5 / 4.6 -> 82.4 / 4.1).                                                         2
         warp_mask_pull: ρ ≥ 0. When the warp check names the suspect (a warping backdoor, on 8x8 digits also
