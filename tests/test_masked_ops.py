@@ -137,9 +137,9 @@ def test_torch_backend_under_autocast_keeps_fp32_mask_grad(dtype):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_torch_backend_conv2d_mask_grad_reduces_in_fp32_under_autocast(dtype):
     # The mask gradient sums x · grad_y over every image and pixel: formed from the low-precision operands the
-    # forward saw, but reduced in fp32, as for Linear (round 25: in fp16 a small but steady first-layer mask
-    # gradient was lost). Written out: conv2d_weight on the rounded operands in fp64, times W. A reduction in
-    # fp16/bf16 misses this by about 2^-11 / 2^-8 of the sum's terms; the fp32 one by about 2^-24.
+    # forward saw, but reduced in fp32, as for Linear (round 25). Written out: conv2d_weight on the rounded operands
+    # in fp64, times W. A reduction in fp16/bf16 misses this by about 2^-11 / 2^-8 of the sum's terms; the fp32 one
+    # by about 2^-24.
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(16, 3, 12, 12, generator=generator)
     weight, mask = torch.randn(4, 3, 3, 3, generator=generator), torch.rand(4, 3, 3, 3, generator=generator)
