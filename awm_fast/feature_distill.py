@@ -86,14 +86,7 @@ class PenultimateFeatures:
         images count (awm_fast.loop.trusted_rows, the rule of the logits' KL)."""
         self._latest: torch.Tensor | None = None
         self._handle = last_linear(model).register_forward_hook(self._hook)
-        features = []
-        with torch.no_grad():
-            for images in x.split(batch):
-                with autocast():
-                    model(images)
-                features.append(self._latest.float().flatten(1))
-        self._latest = None
-        self.reference = torch.cat(features)  # [N, F] fp32, the original model's features
+        self.reference, _ = self._forward(model, x, batch, autocast)  # [N, F] fp32, the original model's features
         # mean squared norm of the original's features: the term's unit (floored for an all-zero feature map)
         self.scale = self.reference.pow(2).sum(dim=1).mean().clamp_min(torch.finfo(torch.float32).tiny)
         self.trust = trust
@@ -101,6 +94,17 @@ class PenultimateFeatures:
 
     def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         self._latest = inputs[0]
+
+    @torch.no_grad()
+    def _forward(self, model: nn.Module, x: torch.Tensor, batch: int, autocast) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's penultimate features [N, F] fp32 and labels [N] int64 on x [N, ...], batch images a forward."""
+        features, labels = [], []
+        for images in x.split(batch):
+            with autocast():
+                labels.append(model(images).argmax(dim=1))
+            features.append(self._latest.float().flatten(1))
+        self._latest = None
+        return torch.cat(features), torch.cat(labels)
 
     def penalty(self, rows: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         """The drift (scalar fp32) of the latest forward, whose first len(rows) inputs are the clean images x[rows].
@@ -122,13 +126,7 @@ class PenultimateFeatures:
         f⁰_jd) / spread_d, spread_d the standard deviation of f⁰_d over the trusted images. A trigger that only
         stood in for its destination's class would move the features to that class's (z ≈ 0); one that drives a
         feature beyond them drives the backdoor's. keep_d = 0 where z_d > threshold."""
-        features, predicted = [], []
-        for images in triggered.split(batch):
-            with autocast():
-                predicted.append(model(images).argmax(dim=1))
-            features.append(self._latest.float().flatten(1))
-        self._latest = None
-        shifted, predicted = torch.cat(features), torch.cat(predicted)
+        shifted, predicted = self._forward(model, triggered, batch, autocast)
         trusted = self.trust > 0
         num_classes = int(max(int(labels.max()), int(predicted.max())) + 1)
         counts = torch.bincount(labels[trusted], minlength=num_classes).float()

@@ -262,15 +262,15 @@ class AWMLoop:
             acts, why = True, ""
         shape = (f"{share:.2f} of the first hunt's trigger in one window" if share is not None
                  else "the first hunt's trigger is not an image, or all zero")
+        self.feature_weight = cfg.feature_distill_weight if acts else 0.0
         if not acts:
-            self.feature_weight = 0.0
             self.features.close()
             self.features = None
             state = f"is off: {why}; {shape}"
         elif search.all_to_all:
-            lo, hi = cfg.input_bounds
-            z = self.features.release(self.model, (self.x + trigger).clamp(lo, hi), self.y,
-                                      cfg.feature_distill_release, cfg.batch_size, self._autocast)
+            triggered = ops.apply_triggers(self.x, trigger[None], *cfg.input_bounds)[0]
+            z = self.features.release(self.model, triggered, self.y, cfg.feature_distill_release, cfg.batch_size,
+                                      self._autocast)
             released = int((z > cfg.feature_distill_release).sum())
             self.gate_record["feature_released"] = float(released)
             state = (f"acts on an all-to-all backdoor, releasing the {released} of {z.numel()} features the trigger "
@@ -280,8 +280,6 @@ class AWMLoop:
         else:
             search.radius_max = max(search.radius_max, cfg.feature_distill_norm_max)
             state = f"acts; the hunt may grow to L1 {search.radius_max:g} ({shape})"
-        if acts:
-            self.feature_weight = cfg.feature_distill_weight
         self.gate_record["feature_distill"] = float(self.feature_weight)
         if self.verbose:
             print(f"[awm] feature pull (β = {cfg.feature_distill_weight:g}) {state}", file=sys.stderr, flush=True)
