@@ -17,10 +17,11 @@ backdoor's is, rather than an adversarial perturbation of ten images.
 
 An all-to-all backdoor (class s to s + 1) makes no one class reachable from every image, so after naming the suspect
 the first search also checks for one (round 12): a universal trigger of the same radius, then of half of it (round
-15), that moves the images off their own labels, counting a move to the suspect as staying (and, when the
-trigger's moves pile up on one more class, that class too: such sinks are how clean models fail, one class at a
-time). A trigger that moves most images, each class to a class of its own (where an image goes depends on where it
-comes from), is an all-to-all backdoor's; the hunt then keeps that objective. The check runs only when the suspect
+15), then of twice it (round 26: a dense trigger's size, which the hunt then keeps), that moves the images off their
+own labels, counting a move to the suspect as staying (and, when the trigger's moves pile up on one more class, that
+class too: such sinks are how clean models fail, one class at a time). A trigger that moves most images, each class
+to a class of its own (where an image goes depends on where it comes from), is an all-to-all backdoor's; the hunt
+then keeps that objective. The check runs only when the suspect
 does not stand out (round 17): a class reached two orders of magnitude more easily than any other is an all-to-one
 backdoor's target, and the check, free to ignore that class, can call such a model all-to-all.
 
@@ -93,7 +94,12 @@ ALL_TO_ALL_CHANNELS = 1 / 3
 # ran on. The small ResNets' all-to-all triggers move fewer than half the images at half the radius and are found at
 # the full one (2 of 3). No model of another attack it ran on (14 digits, 12 + 12 Fashion-MNIST) crossed the rule at
 # either radius (docs/EFFICACY.md, round 15). Where the full radius finds the backdoor, everything is as in round 12.
-ALL_TO_ALL_RADII = (1.0, 0.5)
+# Round 26 added twice the radius, tried last: a dense trigger (an all-to-all backdoor with a blend trigger) moves the
+# images source-dependently only at its own size; smaller universal triggers pile them on sinks. Where twice the radius
+# finds the backdoor, the hunt keeps that radius (the suspect's misses the trigger: 17.8% ASR left instead of 7.3).
+# None of the table's 12 patch and blend Fashion-MNIST SmallCNNs (all-to-one) crossed the rule at twice the radius,
+# the check forced to run on each (docs/EFFICACY.md, round 26).
+ALL_TO_ALL_RADII = (1.0, 0.5, 2.0)
 # The check runs only when no class stands out (round 17): an all-to-one backdoor makes its target far easier to reach
 # than any other class, and that class is then the backdoor's, whatever else a universal trigger of the radius can
 # do. Stands out: the suspect's cross-entropy is at least ALL_TO_ALL_STANDOUT times below every other class's (two
@@ -232,15 +238,18 @@ class TargetedSearch:
     def _check_all_to_all(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """After naming the suspect: (the all-to-all trigger [C, H, W], its loss) when the backdoor is all-to-all
         (then self.all_to_all and self.staying are set), else None (and nothing is changed). Checks at each radius
-        of ALL_TO_ALL_RADII in turn."""
+        of ALL_TO_ALL_RADII in turn; the hunt keeps the suspect's radius, or a larger one that found the backdoor."""
         suspect_radius, found = self.radius, None
         for fraction in ALL_TO_ALL_RADII:
             self.radius = suspect_radius * fraction  # _descend and _random_candidates search self.radius
             found = self._check_all_to_all_at_radius()
             if found is not None:
                 break
-        self.radius = suspect_radius  # the hunt searches the suspect's radius whichever radius found the backdoor
-        if found is not None and fraction != 1.0:
+        self.radius = suspect_radius
+        if found is not None and fraction > 1.0:
+            # A larger radius found a trigger the suspect's could not: the hunt searches at its size from now on.
+            self.radius = self.radius_max = suspect_radius * fraction
+        elif found is not None and fraction != 1.0:
             # A smaller radius tells that the backdoor is all-to-all and which classes stay; the trigger of the first
             # mask step is searched at the hunt's radius, as the hunt will search it.
             found = self._leaving_search(self._check_generator(), self.staying)

@@ -161,11 +161,12 @@ def test_an_all_to_one_backdoor_is_not_called_all_to_all_and_the_check_changes_n
         assert torch.equal(mask, unchecked.masks[name])
 
 
-def test_the_check_tries_the_suspects_radius_then_half_of_it(monkeypatch):
+def test_the_check_tries_the_suspects_radius_then_half_then_twice_it(monkeypatch):
     calls = record_check_radii(monkeypatch)
     monkeypatch.setattr(search, "ALL_TO_ALL_STANDOUT", math.inf)  # no suspect stands out: the check runs
     result = purify_planted(planted_backdoor_model(), planted_backdoor_data(), mask_layers="linear")
-    assert calls == [(1.0, False), (0.5, False)]  # targeted_norm 1.0: an all-to-one backdoor is called at neither
+    # targeted_norm 1.0: an all-to-one backdoor is called at none of them
+    assert calls == [(1.0, False), (0.5, False), (2.0, False)]
     assert [record["search_radius"] for record in result.history] == [1.0, 1.0]  # the hunt's radius is restored
 
 
@@ -249,6 +250,32 @@ def test_a_backdoor_found_only_at_half_the_radius_gets_its_trigger_at_the_suspec
     assert trigger.abs().argmax() == CORNER
     x, y = all_to_all_data()
     assert torch.equal(PlantedAllToAll()((x + result.trigger).clamp(0, 1)).argmax(1), (y + 1) % CLASSES)
+
+
+def test_a_backdoor_found_only_at_twice_the_radius_is_hunted_at_that_radius(monkeypatch):
+    # Let the suspect's radius and half of it miss (as with a dense trigger, which smaller universal triggers cannot
+    # imitate: they pile the images on sinks): twice the radius finds the pixel, its trigger drives the first mask
+    # step, and every later hunt searches that radius, not the suspect's.
+    check_at_radius = TargetedSearch._check_all_to_all_at_radius
+    found_at: list[float] = []
+
+    def miss_below_twice_the_radius(self):
+        if self.radius <= self.cfg.targeted_norm:
+            return None
+        found = check_at_radius(self)
+        found_at.append(self.radius)
+        return found
+
+    monkeypatch.setattr(TargetedSearch, "_check_all_to_all_at_radius", miss_below_twice_the_radius)
+    first = purify_planted(PlantedAllToAll(), all_to_all_data(), outer=1)
+    assert found_at == [2.0] and first.history[0]["all_to_all"] == 1.0
+    x, y = all_to_all_data()
+    assert int(first.trigger.flatten().abs().argmax()) == CORNER
+    assert float(first.trigger.abs().sum()) <= 2.0 + 1e-5
+    assert torch.equal(PlantedAllToAll()((x + first.trigger).clamp(0, 1)).argmax(1), (y + 1) % CLASSES)
+    result = purify_planted(PlantedAllToAll(), all_to_all_data(), outer=3)
+    assert [record["search_radius"] for record in result.history] == [2.0] * 3
+    assert [record["all_to_all"] for record in result.history] == [1.0] * 3
 
 
 def test_the_check_can_be_switched_off():

@@ -60,7 +60,7 @@ def test_triton_backend_gives_the_torch_backends_masks(mode, monkeypatch):
     if mode == "improved":
         for name, steps in IMPROVED_SEARCH_STEPS.items():
             monkeypatch.setattr(search, name, steps)
-    # Improved mode's all-to-all check must run (it finds nothing on this random model, so it tries both radii).
+    # Improved mode's all-to-all check must run (it finds nothing on this random model, so it tries every radius).
     leaving_searches = _count_calls(monkeypatch, search.TargetedSearch, "_leaving_search")
     torch_result = awm_fast.purify(model, (x, y), backend="torch", **options)
     torch_leaving_searches = leaving_searches[0]
