@@ -270,20 +270,11 @@ class TargetedSearch:
             if num_classes - len(staying) < 2:  # nothing left to spread over (and leaving would be impossible)
                 break
             trigger, loss = self._leaving_search(generator, staying)
-            moved = self._labels(trigger)
-            stays = torch.tensor(staying, device=self.device)
-            eligible = ~torch.isin(own, stays)
-            away = eligible & (moved != own) & ~torch.isin(moved, stays)
-            received = torch.bincount(moved[away], minlength=num_classes).float()
-            total = float(received.sum())
-            if total == 0:
-                break
-            if float(received.max()) > SINK_SHARE * total:  # a sink: count it as staying and search again
-                staying = [*staying, int(received.argmax())]
+            sink, all_to_all = _leaving_verdict(own, self._labels(trigger), staying, num_classes)
+            if sink is not None:  # count it as staying and search again
+                staying = [*staying, sink]
                 continue
-            channels = _channels(own[away], moved[away], num_classes)
-            if (total >= ALL_TO_ALL_MOVED * float(eligible.sum())
-                    and channels >= ALL_TO_ALL_CHANNELS * (num_classes - len(staying))):
+            if all_to_all:
                 self.all_to_all, self.staying = True, staying
                 return trigger, loss
             break
@@ -432,6 +423,27 @@ def _stands_out(reach: torch.Tensor, suspect: int) -> bool:
     if others.numel() == 0 or not math.isfinite(float(reach[suspect])):
         return False
     return float(reach[suspect]) * ALL_TO_ALL_STANDOUT <= float(others.min())
+
+
+def _leaving_verdict(own: torch.Tensor, moved: torch.Tensor, staying: Sequence[int],
+                     num_classes: int) -> tuple[int | None, bool]:
+    """What one universal leaving search of the all-to-all check shows, from the images' labels [M] int64 without
+    (own) and with (moved) its trigger, a move to a staying class counting as none: (sink, all_to_all). sink: the class
+    that takes more than SINK_SHARE of the images moved, if one does (all_to_all is then False). all_to_all: the
+    trigger moves at least ALL_TO_ALL_MOVED of the images whose own label is not staying, each class to classes of its
+    own (at least ALL_TO_ALL_CHANNELS of the classes left, in _channels), as an all-to-all backdoor's trigger does."""
+    stays = torch.tensor(list(staying), device=own.device, dtype=own.dtype)
+    eligible = ~torch.isin(own, stays)
+    away = eligible & (moved != own) & ~torch.isin(moved, stays)
+    received = torch.bincount(moved[away], minlength=num_classes).float()
+    total = float(received.sum())
+    if total == 0:
+        return None, False
+    if float(received.max()) > SINK_SHARE * total:
+        return int(received.argmax()), False
+    channels = _channels(own[away], moved[away], num_classes)
+    return None, (total >= ALL_TO_ALL_MOVED * float(eligible.sum())
+                  and channels >= ALL_TO_ALL_CHANNELS * (num_classes - len(staying)))
 
 
 def _channels(source: torch.Tensor, destination: torch.Tensor, num_classes: int) -> float:

@@ -14,7 +14,7 @@ import awm_fast
 import awm_fast.loop
 from awm_fast import search
 from awm_fast.feature_distill import PenultimateFeatures
-from awm_fast.search import TargetedSearch, _away_losses, _channels
+from awm_fast.search import TargetedSearch, _away_losses, _channels, _leaving_verdict
 
 CLASSES = 5
 
@@ -294,6 +294,35 @@ def test_channels_counts_source_to_destination_channels():
     assert _channels(source, torch.full_like(source, 2), 6) == pytest.approx(1.0)  # a sink
     pairs = torch.cartesian_prod(torch.arange(3), torch.arange(3))  # every source to every destination alike
     assert _channels(pairs[:, 0], pairs[:, 1] + 3, 6) == pytest.approx(1.0)
+
+
+def test_leaving_verdict_names_sinks_and_calls_source_dependent_moves_all_to_all():
+    own = torch.arange(10).repeat_interleave(2)  # 10 classes, 2 images each; class 0 stays (the suspect)
+    staying = [0]
+    shifted = torch.where(own == 0, own, (own % 9) + 1)  # 1 -> 2, ..., 8 -> 9, 9 -> 1: 9 channels on 9 classes
+    assert _leaving_verdict(own, shifted, staying, 10) == (None, True)
+    assert _leaving_verdict(own, own, staying, 10) == (None, False)  # nothing moved
+    to_three = torch.where(own == 0, own, torch.full_like(own, 3))  # every image to class 3 (class 3's stay)
+    assert _leaving_verdict(own, to_three, staying, 10) == (3, False)
+    to_suspect = torch.zeros_like(own)  # a move to a staying class counts as none
+    assert _leaving_verdict(own, to_suspect, staying, 10) == (None, False)
+    half = shifted.clone()
+    half[1::2] = own[1::2]  # one image of each class moves
+    assert _leaving_verdict(own, half, staying, 10) == (None, True)  # 9 of 18: at least half
+    half[1] = 1  # class 0's images stay whatever they do: still 9 of 18
+    assert _leaving_verdict(own, half, staying, 10) == (None, True)
+    half[2] = own[2]  # 8 of 18 moved: too few
+    assert _leaving_verdict(own, half, staying, 10) == (None, False)
+    # Source-dependent but onto few classes: classes 1-4 -> 5, 5-9 -> 6 and 7 alternately (within the sink share):
+    # about 2 channels, under a quarter of the 9 classes left.
+    few = torch.where(own <= 4, torch.full_like(own, 5), 6 + (torch.arange(20) % 2))
+    few[own == 0] = 0
+    few[(own == 5) & (few == 5)] = 6
+    share = float(torch.bincount(few[own != 0]).max()) / 18
+    assert share <= search.SINK_SHARE
+    channels = _channels(own[own != 0], few[own != 0], 10)
+    assert channels < search.ALL_TO_ALL_CHANNELS * 9
+    assert _leaving_verdict(own, few, staying, 10) == (None, False)
 
 
 def test_away_losses_are_the_cross_entropy_of_leaving():
