@@ -271,21 +271,22 @@ class AWMConfig:
         all_to_all_check: after naming the suspect, the targeted search checks for an all-to-all backdoor
                        (class s to s + 1: no one class is reachable from every image): a universal trigger
                        of the suspect's radius, then of half of it, then of twice it (the hunt then keeps that
-                       radius), that moves the images off their own labels,
-                       a move to the suspect (or to a class the first such trigger piles them on)
-                       counting as none. When it moves at least half of them and where an image goes depends
-                       on where it comes from (the effective number of source-to-destination channels is at
-                       least a third of the classes left), the hunt keeps that objective instead of the
-                       suspect's. It runs only when the suspect does not stand out (reached at least 100 times
-                       more easily, in cross-entropy, than every other class: an all-to-one backdoor's target).
-                       Its draws come from a generator of its own: where it finds nothing, purify's
-                       result is what it was without it. Measured (docs/EFFICACY.md, rounds 12, 15 and 17; one
-                       image per class): it finds the three all-to-all Fashion-MNIST SmallCNNs, two of the
-                       three small ResNets, the four 8x8 digits SmallCNNs it runs on (the full radius finds
-                       1 of 5 there, the half radius 3 more), and none of the other attacks' models. Twice the
-                       radius (round 26) finds an all-to-all SmallCNN with a blend trigger that the smaller radii
-                       miss (25.2 -> 7.3% ASR, accuracy 77.8 -> 81.5%); no all-to-one model crosses the rule there.
-                                                                                                              True
+                       radius), that moves the images off their own labels, a move to the suspect (or to a
+                       class the first such trigger piles them on) counting as none. When it moves at least
+                       half of them and where an image goes depends on where it comes from (the effective
+                       number of source-to-destination channels is at least a third of the classes left; a
+                       quarter where no class is reached even twice as easily as every other), the hunt keeps
+                       that objective instead of the suspect's. It runs only when the suspect does not stand
+                       out (reached at least 100 times more easily, in cross-entropy, than every other class:
+                       an all-to-one backdoor's target). Its draws come from a generator of its own: where it
+                       finds nothing, purify's result is what it was without it. Measured (docs/EFFICACY.md,
+                       rounds 12, 15 and 17; one image per class): it finds the three all-to-all Fashion-MNIST
+                       SmallCNNs, two of the three small ResNets, the four 8x8 digits SmallCNNs it runs on (the
+                       full radius finds 1 of 5 there, the half radius 3 more), and none of the other attacks'
+                       models. Round 26 (twice the radius; a quarter where no class stands out) finds the six
+                       held-out all-to-all models it missed (blend and watermark triggers, two small ResNets, an
+                       8x8 digits SmallCNN): ASR 26.3 -> 16.8%, accuracy 82.0 -> 85.2% (means of six); no
+                       all-to-one or never-poisoned model measured crosses the rule.                        True
         residual_check: after purify, with an all-to-one suspect, search every class once more on the purified
                        model, at twice the hunt's radius, as the naming search does (one more naming search of
                        work), and warn when the suspect is still reached more than twice as easily as any other

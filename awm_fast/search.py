@@ -87,6 +87,14 @@ SINK_SHARE = 0.5  # a class that receives more than this share of the images a t
 # on the three all-to-all SmallCNNs, 2.2-3.9 on the three ResNets; at most 2.2 on the other attacks' models.
 ALL_TO_ALL_MOVED = 0.5
 ALL_TO_ALL_CHANNELS = 1 / 3
+# Where no class is reached even ALL_TO_ALL_EVEN times more easily than every other (the naming search's cross-entropy),
+# nothing points to an all-to-one target and the rule asks ALL_TO_ALL_CHANNELS_EVEN of the classes instead (round 26).
+# Measured (docs/EFFICACY.md, round 26): the five held-out all-to-all models the third missed (a watermark trigger,
+# a blend trigger, two small ResNets, an 8x8 digits SmallCNN) have ratios of 1.06-1.63 and 0.26-0.29 of the classes
+# left as channels; every all-to-one model measured since round 17 has a ratio of at least 9.1, and the one all-to-one
+# model whose search came near a quarter (8x8 digits BadNets s1, 0.30) stands out 1,895 times.
+ALL_TO_ALL_EVEN = 2.0
+ALL_TO_ALL_CHANNELS_EVEN = 1 / 4
 # The check's radii, as fractions of the suspect's, tried in this order until one finds an all-to-all backdoor
 # (round 15): the suspect's own radius as in round 12, then half of it. A universal trigger much larger than the
 # backdoor's patch has natural destinations of its own: on 8x8 digits (radius 10 on 64 pixels, a 2x2 patch of L1 <= 4)
@@ -171,7 +179,7 @@ class TargetedSearch:
             self.suspect = int(searched[easiest])
             chosen = easiest * restarts + int(per_class[easiest].argmin())
             check = self.cfg.all_to_all_check and not _stands_out(reach, easiest)
-            found = self._check_all_to_all() if check else None
+            found = self._check_all_to_all(_channel_share(reach, easiest)) if check else None
             if found is not None:
                 candidates, losses, chosen = found[0][None], found[1][None], 0
         else:
@@ -235,14 +243,15 @@ class TargetedSearch:
             losses.append(self._descend(candidates, block, SCREEN_STEPS, rows=rows)[1])
         return torch.cat(losses)
 
-    def _check_all_to_all(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _check_all_to_all(self, channel_share: float) -> tuple[torch.Tensor, torch.Tensor] | None:
         """After naming the suspect: (the all-to-all trigger [C, H, W], its loss) when the backdoor is all-to-all
         (then self.all_to_all and self.staying are set), else None (and nothing is changed). Checks at each radius
-        of ALL_TO_ALL_RADII in turn; the hunt keeps the suspect's radius, or a larger one that found the backdoor."""
+        of ALL_TO_ALL_RADII in turn, asking channel_share of the classes left as channels (_channel_share); the hunt
+        keeps the suspect's radius, or a larger one that found the backdoor."""
         suspect_radius, found = self.radius, None
         for fraction in ALL_TO_ALL_RADII:
             self.radius = suspect_radius * fraction  # _descend and _random_candidates search self.radius
-            found = self._check_all_to_all_at_radius()
+            found = self._check_all_to_all_at_radius(channel_share)
             if found is not None:
                 break
         self.radius = suspect_radius
@@ -255,7 +264,7 @@ class TargetedSearch:
             found = self._leaving_search(self._check_generator(), self.staying)
         return found
 
-    def _check_all_to_all_at_radius(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _check_all_to_all_at_radius(self, channel_share: float) -> tuple[torch.Tensor, torch.Tensor] | None:
         """_check_all_to_all at self.radius.
 
         Up to ALL_TO_ALL_SEARCHES universal searches move the images off their own labels, a move to a staying
@@ -270,7 +279,7 @@ class TargetedSearch:
             if num_classes - len(staying) < 2:  # nothing left to spread over (and leaving would be impossible)
                 break
             trigger, loss = self._leaving_search(generator, staying)
-            sink, all_to_all = _leaving_verdict(own, self._labels(trigger), staying, num_classes)
+            sink, all_to_all = _leaving_verdict(own, self._labels(trigger), staying, num_classes, channel_share)
             if sink is not None:  # count it as staying and search again
                 staying = [*staying, sink]
                 continue
@@ -425,13 +434,13 @@ def _stands_out(reach: torch.Tensor, suspect: int) -> bool:
     return float(reach[suspect]) * ALL_TO_ALL_STANDOUT <= float(others.min())
 
 
-def _leaving_verdict(own: torch.Tensor, moved: torch.Tensor, staying: Sequence[int],
-                     num_classes: int) -> tuple[int | None, bool]:
+def _leaving_verdict(own: torch.Tensor, moved: torch.Tensor, staying: Sequence[int], num_classes: int,
+                     channel_share: float = ALL_TO_ALL_CHANNELS) -> tuple[int | None, bool]:
     """What one universal leaving search of the all-to-all check shows, from the images' labels [M] int64 without
     (own) and with (moved) its trigger, a move to a staying class counting as none: (sink, all_to_all). sink: the class
     that takes more than SINK_SHARE of the images moved, if one does (all_to_all is then False). all_to_all: the
     trigger moves at least ALL_TO_ALL_MOVED of the images whose own label is not staying, each class to classes of its
-    own (at least ALL_TO_ALL_CHANNELS of the classes left, in _channels), as an all-to-all backdoor's trigger does."""
+    own (at least channel_share of the classes left, in _channels), as an all-to-all backdoor's trigger does."""
     stays = torch.tensor(list(staying), device=own.device, dtype=own.dtype)
     eligible = ~torch.isin(own, stays)
     away = eligible & (moved != own) & ~torch.isin(moved, stays)
@@ -443,7 +452,16 @@ def _leaving_verdict(own: torch.Tensor, moved: torch.Tensor, staying: Sequence[i
         return int(received.argmax()), False
     channels = _channels(own[away], moved[away], num_classes)
     return None, (total >= ALL_TO_ALL_MOVED * float(eligible.sum())
-                  and channels >= ALL_TO_ALL_CHANNELS * (num_classes - len(staying)))
+                  and channels >= channel_share * (num_classes - len(staying)))
+
+
+def _channel_share(reach: torch.Tensor, suspect: int) -> float:
+    """The share of the classes left that the all-to-all check asks as channels, from the naming search's per-class
+    losses reach [S] fp32: ALL_TO_ALL_CHANNELS_EVEN where the suspect is not reached even ALL_TO_ALL_EVEN times more
+    easily than every other class, else ALL_TO_ALL_CHANNELS."""
+    others = torch.cat([reach[:suspect], reach[suspect + 1:]])
+    even = others.numel() > 0 and float(reach[suspect]) * ALL_TO_ALL_EVEN > float(others.min())
+    return ALL_TO_ALL_CHANNELS_EVEN if even else ALL_TO_ALL_CHANNELS
 
 
 def _channels(source: torch.Tensor, destination: torch.Tensor, num_classes: int) -> float:

@@ -73,8 +73,8 @@ def record_check_radii(monkeypatch) -> list[tuple[float, bool]]:
     calls: list[tuple[float, bool]] = []
     check_at_radius = TargetedSearch._check_all_to_all_at_radius
 
-    def logged(self):
-        found = check_at_radius(self)
+    def logged(self, channel_share):
+        found = check_at_radius(self, channel_share)
         calls.append((self.radius, found is not None))
         return found
 
@@ -234,10 +234,10 @@ def test_a_backdoor_found_only_at_half_the_radius_gets_its_trigger_at_the_suspec
     check_at_radius = TargetedSearch._check_all_to_all_at_radius
     found_at: list[float] = []
 
-    def miss_at_full_radius(self):
+    def miss_at_full_radius(self, channel_share):
         if self.radius == self.cfg.targeted_norm:
             return None
-        found = check_at_radius(self)
+        found = check_at_radius(self, channel_share)
         found_at.append(self.radius)
         return found
 
@@ -259,10 +259,10 @@ def test_a_backdoor_found_only_at_twice_the_radius_is_hunted_at_that_radius(monk
     check_at_radius = TargetedSearch._check_all_to_all_at_radius
     found_at: list[float] = []
 
-    def miss_below_twice_the_radius(self):
+    def miss_below_twice_the_radius(self, channel_share):
         if self.radius <= self.cfg.targeted_norm:
             return None
-        found = check_at_radius(self)
+        found = check_at_radius(self, channel_share)
         found_at.append(self.radius)
         return found
 
@@ -323,6 +323,22 @@ def test_leaving_verdict_names_sinks_and_calls_source_dependent_moves_all_to_all
     channels = _channels(own[own != 0], few[own != 0], 10)
     assert channels < search.ALL_TO_ALL_CHANNELS * 9
     assert _leaving_verdict(own, few, staying, 10) == (None, False)
+    # Three destinations, 1-3 -> 4, 4-6 -> 7, 7-9 -> 1 (one image of class 9 to 4): about 2.75 channels, under a
+    # third of the 9 classes left, over a quarter: all-to-all only where the rule asks a quarter (no class stands out).
+    three = torch.tensor([0, 4, 7, 1]).repeat_interleave(torch.tensor([1, 3, 3, 3])).repeat_interleave(2)
+    three[-1] = 4
+    assert 0.25 * 9 < _channels(own[own != 0], three[own != 0], 10) < 9 / 3
+    assert _leaving_verdict(own, three, staying, 10) == (None, False)
+    assert _leaving_verdict(own, three, staying, 10, channel_share=0.25) == (None, True)
+
+
+def test_the_channel_share_is_a_quarter_only_where_no_class_stands_out_even_twice():
+    from awm_fast.search import _channel_share
+
+    assert _channel_share(torch.tensor([0.5, 0.3, 0.4]), 1) == search.ALL_TO_ALL_CHANNELS_EVEN == 0.25
+    assert _channel_share(torch.tensor([0.5, 0.2, 0.4]), 1) == search.ALL_TO_ALL_CHANNELS == 1 / 3  # 0.4 / 0.2 = 2
+    assert _channel_share(torch.tensor([0.0, 1e-9]), 0) == 1 / 3  # a suspect at 0 stands out without bound
+    assert _channel_share(torch.tensor([0.7]), 0) == 1 / 3  # nothing to compare with
 
 
 def test_away_losses_are_the_cross_entropy_of_leaving():

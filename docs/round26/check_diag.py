@@ -40,7 +40,7 @@ def never_stands_out(reach, suspect):
     return False  # the check runs on every model: its rows are what this script is for
 
 
-def logged_check(self):
+def logged_check(self, channel_share):
     rows, radius, own, num_classes = [], self.radius, self._labels(), self._num_classes()
     for fraction in fractions:
         self.radius = radius * fraction
@@ -66,7 +66,8 @@ def logged_check(self):
             break
     self.radius = radius
     log.update(rows=rows, suspect=self.suspect)
-    return checked(self)
+    log["channel_share"] = channel_share
+    return checked(self, channel_share)
 
 
 checked = search.TargetedSearch._check_all_to_all
