@@ -89,10 +89,10 @@ ALL_TO_ALL_MOVED = 0.5
 ALL_TO_ALL_CHANNELS = 1 / 3
 # Where no class is reached even ALL_TO_ALL_EVEN times more easily than every other (the naming search's cross-entropy),
 # nothing points to an all-to-one target and the rule asks ALL_TO_ALL_CHANNELS_EVEN of the classes instead (round 26).
-# Measured (docs/EFFICACY.md, round 26): the five held-out all-to-all models the third missed (a watermark trigger,
-# a blend trigger, two small ResNets, an 8x8 digits SmallCNN) have ratios of 1.06-1.63 and 0.26-0.29 of the classes
-# left as channels; every all-to-one model measured since round 17 has a ratio of at least 9.1, and the one all-to-one
-# model whose search came near a quarter (8x8 digits BadNets s1, 0.30) stands out 1,895 times.
+# Measured (docs/EFFICACY.md, round 26): the five held-out all-to-all models a third missed at every radius (a
+# watermark trigger, a blend trigger, two small ResNets, an 8x8 digits SmallCNN) have ratios of 1.06-1.63 and 0.26-0.32
+# of the classes left as channels; every all-to-one model measured since round 17 has a ratio of at least 9.1, and the
+# one all-to-one model whose search came near a quarter (8x8 digits BadNets s1, 0.30) stands out 1,895 times.
 ALL_TO_ALL_EVEN = 2.0
 ALL_TO_ALL_CHANNELS_EVEN = 1 / 4
 # The check's radii, as fractions of the suspect's, tried in this order until one finds an all-to-all backdoor

@@ -227,21 +227,29 @@ def test_a_backdoor_found_at_the_suspects_radius_is_purified_as_before_the_half_
         assert torch.equal(mask, full_only.masks[name])
 
 
+def miss_the_check_where(monkeypatch, misses) -> list[float]:
+    """Patch the check at one radius to find nothing where misses(radius, the suspect's radius) holds; returns the
+    list of radii where it then found an all-to-all backdoor (filled as purify runs)."""
+    check_at_radius = TargetedSearch._check_all_to_all_at_radius
+    found_at: list[float] = []
+
+    def missing(self, channel_share):
+        if misses(self.radius, self.cfg.targeted_norm):
+            return None
+        found = check_at_radius(self, channel_share)
+        if found is not None:
+            found_at.append(self.radius)
+        return found
+
+    monkeypatch.setattr(TargetedSearch, "_check_all_to_all_at_radius", missing)
+    return found_at
+
+
 def test_a_backdoor_found_only_at_half_the_radius_gets_its_trigger_at_the_suspects_radius(monkeypatch):
     # Let the check at the suspect's radius miss (as on digits, where its trigger piles images on natural
     # destinations): the half radius finds the pixel, and the first mask step's trigger is searched again at the
     # suspect's radius, with the classes the half radius let stay.
-    check_at_radius = TargetedSearch._check_all_to_all_at_radius
-    found_at: list[float] = []
-
-    def miss_at_full_radius(self, channel_share):
-        if self.radius == self.cfg.targeted_norm:
-            return None
-        found = check_at_radius(self, channel_share)
-        found_at.append(self.radius)
-        return found
-
-    monkeypatch.setattr(TargetedSearch, "_check_all_to_all_at_radius", miss_at_full_radius)
+    found_at = miss_the_check_where(monkeypatch, lambda radius, suspects: radius == suspects)
     result = purify_planted(PlantedAllToAll(), all_to_all_data(), outer=1)
     assert found_at == [0.5] and result.history[0]["all_to_all"] == 1.0
     assert result.history[0]["search_radius"] == 1.0
@@ -256,17 +264,7 @@ def test_a_backdoor_found_only_at_twice_the_radius_is_hunted_at_that_radius(monk
     # Let the suspect's radius and half of it miss (as with a dense trigger, which smaller universal triggers cannot
     # imitate: they pile the images on sinks): twice the radius finds the pixel, its trigger drives the first mask
     # step, and every later hunt searches that radius, not the suspect's.
-    check_at_radius = TargetedSearch._check_all_to_all_at_radius
-    found_at: list[float] = []
-
-    def miss_below_twice_the_radius(self, channel_share):
-        if self.radius <= self.cfg.targeted_norm:
-            return None
-        found = check_at_radius(self, channel_share)
-        found_at.append(self.radius)
-        return found
-
-    monkeypatch.setattr(TargetedSearch, "_check_all_to_all_at_radius", miss_below_twice_the_radius)
+    found_at = miss_the_check_where(monkeypatch, lambda radius, suspects: radius <= suspects)
     first = purify_planted(PlantedAllToAll(), all_to_all_data(), outer=1)
     assert found_at == [2.0] and first.history[0]["all_to_all"] == 1.0
     x, y = all_to_all_data()
