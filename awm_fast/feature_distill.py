@@ -35,6 +35,12 @@ from awm_fast.modules import MaskedLinear
 # 7 px windows): BadNets 0.65-0.86 and Trojan squares 0.55-0.70 on the SmallCNNs, LeNet-5's BadNets 0.64; Blend
 # 0.19-0.31, watermarks 0.30-0.36, warps 0.16-0.22 (named by the warp check instead).
 COMPACT_WINDOW_SHARE = 0.5
+# On an all-to-all backdoor the hunt may grow (as an all-to-one suspect's does where the pull acts) only when the first
+# hunt's trigger is spread: below this share in one window (docs/EFFICACY.md, round 26). A patch all-to-all backdoor's
+# stand-in on the Fashion-MNIST SmallCNNs has 0.34-0.50 there, and growing its hunt did nothing useful (6 models: 5.1 ->
+# 5.8% ASR); the stand-ins of dense triggers and of the small ResNets' backdoors have 0.14-0.17, and growth took their
+# ASR down (ResNets 22.7 -> 13.8 and 15.4 -> 5.8, blend triggers 19.1 -> 13.7 and 4.1 -> 1.5).
+SPREAD_WINDOW_SHARE = 0.25
 
 
 def trigger_window_share(trigger: torch.Tensor) -> float | None:

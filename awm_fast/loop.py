@@ -38,7 +38,12 @@ from awm_fast import ops
 from awm_fast.batching import autocast, chunks, distinct, forward_chunk
 from awm_fast.bn_drift import BatchNormDrift
 from awm_fast.config import AWMConfig
-from awm_fast.feature_distill import COMPACT_WINDOW_SHARE, PenultimateFeatures, trigger_window_share
+from awm_fast.feature_distill import (
+    COMPACT_WINDOW_SHARE,
+    SPREAD_WINDOW_SHARE,
+    PenultimateFeatures,
+    trigger_window_share,
+)
 from awm_fast.masking import AttachedMasks
 from awm_fast.search import (
     RESIDUAL_RADIUS_FACTOR,
@@ -242,9 +247,11 @@ class AWMLoop:
 
         - all-to-one: the hunt may grow up to cfg.feature_distill_norm_max and take back what the pull would keep of
           a dense trigger (round 24);
-        - all-to-all (the hunt keeps its radius): the pull lets go of the features the trigger drives beyond its
-          destination classes' own (PenultimateFeatures.release at cfg.feature_distill_release; round 25). Without
-          the release (0) it is off there: it let the backdoor's reach back (round 24: 8x8 digits 29.1 -> 35.1%);
+        - all-to-all: the pull lets go of the features the trigger drives beyond its destination classes' own
+          (PenultimateFeatures.release at cfg.feature_distill_release; round 25). Without the release (0) it is off
+          there: it let the backdoor's reach back (round 24: 8x8 digits 29.1 -> 35.1%). The hunt keeps its radius
+          unless the trigger is spread (below SPREAD_WINDOW_SHARE in one window: a dense trigger's or a deep
+          network's stand-in), where it may grow as an all-to-one suspect's does (round 26);
         - a warp suspect: neither; its additive stand-in, grown, is an adversarial perturbation rather than the
           backdoor (round 23), and it drives no feature beyond its destination's (round 25)."""
         share = trigger_window_share(trigger)
@@ -273,8 +280,13 @@ class AWMLoop:
                                       self._autocast)
             released = int((z > cfg.feature_distill_release).sum())
             self.gate_record["feature_released"] = float(released)
+            grows = ""
+            if share is not None and share < SPREAD_WINDOW_SHARE:  # a dense or deep backdoor's stand-in (round 26)
+                search.radius_max = max(search.radius_max, cfg.feature_distill_norm_max)
+                grows = f"; the trigger is spread, so the hunt may grow to L1 {search.radius_max:g}"
             state = (f"acts on an all-to-all backdoor, releasing the {released} of {z.numel()} features the trigger "
-                     f"drives more than {cfg.feature_distill_release:g} spreads beyond its destinations' ({shape})")
+                     f"drives more than {cfg.feature_distill_release:g} spreads beyond its destinations' ({shape}"
+                     f"{grows})")
         elif search.warp_suspected:
             state = f"acts; the hunt does not grow (the warp check named the suspect; {shape})"
         else:

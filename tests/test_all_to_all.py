@@ -150,6 +150,20 @@ def test_on_an_all_to_all_backdoor_the_pull_needs_its_release_and_the_hunt_never
         assert torch.equal(mask, without.masks[name])
 
 
+def test_on_an_all_to_all_backdoor_a_spread_trigger_lets_the_hunt_grow_where_the_pull_acts(monkeypatch):
+    # Round 26: where the first trigger is spread (a dense trigger's or a deep network's stand-in), the all-to-all
+    # hunt may grow to feature_distill_norm_max as an all-to-one suspect's does; with the pull off it keeps its radius.
+    monkeypatch.setattr(search, "TARGETED_REACH_CE", -1.0)  # every hunt "fails"
+    monkeypatch.setattr(awm_fast.loop, "trigger_window_share", lambda trigger: 0.1)  # spread, as a blend's
+    for release_at, radii in ((2.0, [1.0, 1.5, 2.25, 3.375]), (0.0, [1.0] * 4)):
+        result = purify_planted(PlantedAllToAll(), all_to_all_data(), outer=4, feature_distill_weight=1.0,
+                                feature_distill_release=release_at, targeted_norm_max=1.0,
+                                feature_distill_norm_max=4.0)
+        assert [record["all_to_all"] for record in result.history] == [1.0] * 4
+        assert result.history[0]["feature_distill"] == (1.0 if release_at else 0.0)
+        assert [record["search_radius"] for record in result.history] == radii
+
+
 def test_an_all_to_one_backdoor_is_not_called_all_to_all_and_the_check_changes_nothing():
     model, data = planted_backdoor_model(), planted_backdoor_data()
     checked = purify_planted(model, data, mask_layers="linear")
