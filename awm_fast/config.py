@@ -165,8 +165,9 @@ class AWMConfig:
                        over the clean images is no longer pulled (awm_fast.feature_distill.PenultimateFeatures.
                        release; history[0] records "feature_released", their count). A trigger that only stood in
                        for its destination would move the features to that class's; one that drives them beyond
-                       does what the backdoor does. There the hunt keeps its radius, so the release is what keeps
-                       the pull from holding the backdoor; on an all-to-one suspect the larger hunt does that
+                       does what the backdoor does. There the hunt keeps its radius (unless its first trigger is
+                       spread: round 26, loop.AWMLoop._gate_features), so the release is what keeps the pull from
+                       holding the backdoor; on an all-to-one suspect the larger hunt does that
                        (feature_distill_norm_max), on a warp suspect neither is needed. 0 keeps the pull off on an
                        all-to-all backdoor (round 24: the pull alone let it back, 8x8 digits 29.1 -> 35.1% ASR).
                        Measured (docs/EFFICACY.md, round 25; one image per class): Fashion-MNIST all-to-all
@@ -250,11 +251,13 @@ class AWMConfig:
                        masks can answer a larger trigger without the collateral damage that makes growth cost
                        accuracy at one shot (round 11), and the larger trigger takes back what the pull would
                        keep of a dense one. Not for a warp suspect's hunt: its additive stand-in, grown, is an
-                       adversarial perturbation (WaNet lost 0.3-2.9 points). Measured (docs/EFFICACY.md, rounds
-                       23-24; Fashion-MNIST SmallCNNs, one image per class, 3 seeds): BadNets 7.6 -> 5.2% ASR
-                       and the Trojan squares 3.4 -> 1.0, for 1.3 points of the accuracy the pull kept; Blend
-                       8.4 -> 4.3 and the watermarks 5.5 -> 1.4 against the pull alone; 80 instead of 40 did
-                       worse on BadNets s0 (82.8 / 5.5 against 83.7 / 3.8).                                 None
+                       adversarial perturbation (WaNet lost 0.3-2.9 points). On an all-to-all backdoor only where
+                       the first hunt's trigger is spread (below 0.25 in one window, round 26: a dense trigger's or
+                       a deep network's stand-in; a patch's stand-in grown did nothing useful there).
+                       Measured (docs/EFFICACY.md, rounds 23-24; Fashion-MNIST SmallCNNs, one image per class, 3
+                       seeds): BadNets 7.6 -> 5.2% ASR and the Trojan squares 3.4 -> 1.0, for 1.3 points of the
+                       accuracy the pull kept; Blend 8.4 -> 4.3 and the watermarks 5.5 -> 1.4 against the pull
+                       alone; 80 instead of 40 did worse on BadNets s0 (82.8 / 5.5 against 83.7 / 3.8).        None
         trigger_restarts: candidates per class of the targeted search's first epoch; the first
                        starts at zero, the others at random points of L1 norm targeted_norm / 2
                        (later fresh candidates: half the hunt's current radius).                    4

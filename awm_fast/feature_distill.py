@@ -19,7 +19,8 @@ features, it keeps part of the backdoor too (round 22: Blend 5.2 -> 8.4% ASR on 
 larger hunt the pull allows (feature_distill_norm_max) takes that part back (Blend 8.4 -> 4.3%), so by default
 (feature_distill_gate="always") it acts on every all-to-one backdoor; the loop (awm_fast.loop) decides after the
 first hunt. On an all-to-all backdoor, whose hunt does not grow, `PenultimateFeatures.release` lets go of the features
-the trigger drives beyond its destination classes' own instead (round 25; feature_distill_release).
+the trigger drives beyond its destination classes' own instead (round 25; feature_distill_release); where that hunt's
+first trigger is spread (below SPREAD_WINDOW_SHARE), it may grow too (round 26).
 """
 
 from __future__ import annotations
