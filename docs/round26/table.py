@@ -10,6 +10,23 @@ runs = [json.loads(line) for line in open(os.path.join(HERE, "runs.jsonl")) if l
 diags = [json.loads(line) for line in open(os.path.join(HERE, "check_diag.jsonl")) if line.strip()]
 
 
+# The landed code = the check ("check" runs) plus the all-to-all hunt's growth where its first trigger is spread
+# (share below 0.25). Where the landed code itself was not run: a compact first trigger, a hunt already at 40 (found at
+# twice the radius) or a digits model (whose hunts never fail, so never grow) runs as "check" did; a spread one as the
+# probe build that let every all-to-all hunt grow ("grow to 2x", the same mechanism), marked †.
+SPREAD = 0.25
+landed = {(r["model"], r["case"]) for r in runs if r["build"] == "landed"}
+for r in [r for r in runs if r["build"] == "check"]:
+    key = (r["model"], r["case"])
+    if key in landed:
+        continue
+    spread = r.get("share") is not None and r["share"] < SPREAD and r.get("a2a") and max(r["radii"] or [0]) < 40
+    source = next((g for g in runs if g["build"] == "grow to 2x" and (g["model"], g["case"]) == key), None)
+    if spread and source is None:
+        continue
+    runs.append({**(source if spread else r), "build": "landed", "mark": "†" if spread else ""})
+
+
 def split(cell):
     acc, asr = cell.split("/")
     return float(acc), float(asr)
@@ -31,7 +48,7 @@ def table(title, builds, cases):
                 cells.append("-")
                 continue
             found = " (all-to-all)" if r.get("a2a") else ""
-            cells.append(f"{r['after'].replace('/', ' / ')}{found}")
+            cells.append(f"{r['after'].replace('/', ' / ')}{r.get('mark', '')}{found}")
             sums[build].append(split(r["after"]))
         print(f"| {model} {case} | {before.replace('/', ' / ')} | " + " | ".join(cells) + " |")
     means = []
@@ -48,9 +65,9 @@ HELD_OUT = [("small-cnn", "all-to-all:base=blend:0"), ("small-cnn", "all-to-all:
             ("small-cnn", "all-to-all:base=trojan-watermark:0"), ("small-resnet", "all-to-all:0"),
             ("small-resnet", "all-to-all:1"), ("digits", "all-to-all:4")]
 table("Table R26-a: the held-out all-to-all models the check missed in round 25 (ACC / ASR %)",
-      ["round 25", "twice the radius", "landed"], HELD_OUT)
-table("Table R26-b: the hunt's radius growing to 40 on all-to-all backdoors (tried; ACC / ASR %)",
-      ["landed", "grow to 2x"],
+      ["round 25", "twice the radius", "check", "landed"], HELD_OUT)
+table("Table R26-b: the all-to-all hunt's radius growing to 40 (ACC / ASR %)",
+      ["check", "grow to 2x", "landed"],
       [("small-cnn", f"all-to-all:{seed}") for seed in range(6)]
       + [("small-cnn", "all-to-all:base=blend:1"), ("small-cnn", "all-to-all:base=blend:2"),
          ("small-resnet", "all-to-all:0"), ("small-resnet", "all-to-all:1")])
