@@ -21,9 +21,9 @@ the first search also checks for one (round 12): a universal trigger of the same
 own labels, counting a move to the suspect as staying (and, when the trigger's moves pile up on one more class, that
 class too: such sinks are how clean models fail, one class at a time). A trigger that moves most images, each class
 to a class of its own (where an image goes depends on where it comes from), is an all-to-all backdoor's; the hunt
-then keeps that objective. The check runs only when the suspect
-does not stand out (round 17): a class reached two orders of magnitude more easily than any other is an all-to-one
-backdoor's target, and the check, free to ignore that class, can call such a model all-to-all.
+then keeps that objective. The check runs only when the suspect does not stand out (round 17): a class reached two
+orders of magnitude more easily than any other is an all-to-one backdoor's target, and the check, free to ignore that
+class, can call such a model all-to-all. Where no class stands out even twice, it asks fewer channels (round 26).
 
 warp_suspect does the same for warping backdoors, which no additive patch names: per class, a half-pixel
 smooth flow field; a class such warps reach is a warping backdoor's target.
