@@ -290,7 +290,8 @@ class AWMConfig:
                        held-out all-to-all models it missed (blend and watermark triggers, two small ResNets, an
                        8x8 digits SmallCNN): ASR 26.3 -> 16.8%, accuracy 82.0 -> 85.2% (means of six; 12.8% at
                        84.6 with the growth of a spread trigger's hunt, feature_distill_norm_max); no all-to-one
-                       or never-poisoned model measured crosses the rule.                                    True
+                       or never-poisoned model measured crosses the rule, though on the small ResNets only the
+                       standout separates them (all-to-one 4.71, never-poisoned 4.1, all-to-all 1.06-1.2).     True
         residual_check: after purify, with an all-to-one suspect, search every class once more on the purified
                        model, at twice the hunt's radius, as the naming search does (one more naming search of
                        work), and warn when the suspect is still reached more than twice as easily as any other

@@ -91,8 +91,10 @@ ALL_TO_ALL_CHANNELS = 1 / 3
 # nothing points to an all-to-one target and the rule asks ALL_TO_ALL_CHANNELS_EVEN of the classes instead (round 26).
 # Measured (docs/EFFICACY.md, round 26): the five held-out all-to-all models a third missed at every radius (a
 # watermark trigger, a blend trigger, two small ResNets, an 8x8 digits SmallCNN) have ratios of 1.06-1.63 and 0.26-0.32
-# of the classes left as channels; every all-to-one model measured since round 17 has a ratio of at least 9.1, and the
-# one all-to-one model whose search came near a quarter (8x8 digits BadNets s1, 0.30) stands out 1,895 times.
+# of the classes left as channels. The gate is what separates on the small ResNets, not the channels: an all-to-one
+# Blend ResNet (ratio 4.71) and a never-poisoned one (4.1) reach 0.26 and 0.31 with half moved and no sink, and are
+# asked a third. The lowest all-to-one ratio measured is that ResNet's 4.71 (the SmallCNNs' at least 47.9; round 17:
+# 9.1); the all-to-all ResNets have 1.06 and 1.2.
 ALL_TO_ALL_EVEN = 2.0
 ALL_TO_ALL_CHANNELS_EVEN = 1 / 4
 # The check's radii, as fractions of the suspect's, tried in this order until one finds an all-to-all backdoor
