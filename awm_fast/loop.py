@@ -270,6 +270,11 @@ class AWMLoop:
         shape = (f"{share:.2f} of the first hunt's trigger in one window" if share is not None
                  else "the first hunt's trigger is not an image, or all zero")
         self.feature_weight = cfg.feature_distill_weight if acts else 0.0
+        # Where the pull acts the hunt may grow (round 24), but not a warp suspect's (round 23), nor an all-to-all
+        # hunt whose first trigger is compact: the patch found at its own size (round 26).
+        spread = share is not None and share < SPREAD_WINDOW_SHARE
+        if acts and not search.warp_suspected and (spread or not search.all_to_all):
+            search.radius_max = max(search.radius_max, cfg.feature_distill_norm_max)
         if not acts:
             self.features.close()
             self.features = None
@@ -280,17 +285,13 @@ class AWMLoop:
                                       self._autocast)
             released = int((z > cfg.feature_distill_release).sum())
             self.gate_record["feature_released"] = float(released)
-            grows = ""
-            if share is not None and share < SPREAD_WINDOW_SHARE:  # a dense or deep backdoor's stand-in (round 26)
-                search.radius_max = max(search.radius_max, cfg.feature_distill_norm_max)
-                grows = f"; the trigger is spread, so the hunt may grow to L1 {search.radius_max:g}"
+            grows = f"; the trigger is spread, so the hunt may grow to L1 {search.radius_max:g}" if spread else ""
             state = (f"acts on an all-to-all backdoor, releasing the {released} of {z.numel()} features the trigger "
                      f"drives more than {cfg.feature_distill_release:g} spreads beyond its destinations' ({shape}"
                      f"{grows})")
         elif search.warp_suspected:
             state = f"acts; the hunt does not grow (the warp check named the suspect; {shape})"
         else:
-            search.radius_max = max(search.radius_max, cfg.feature_distill_norm_max)
             state = f"acts; the hunt may grow to L1 {search.radius_max:g} ({shape})"
         self.gate_record["feature_distill"] = float(self.feature_weight)
         if self.verbose:

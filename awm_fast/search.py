@@ -430,10 +430,17 @@ def _stands_out(reach: torch.Tensor, suspect: int) -> bool:
     """Whether class `suspect` of the naming search's per-class losses reach [S] fp32 (each class's best candidate's
     cross-entropy, inf for a class with nothing to reach) is reached ALL_TO_ALL_STANDOUT times more easily than
     every other class. False when there is no other class to compare with, or the suspect itself is unreachable."""
-    others = torch.cat([reach[:suspect], reach[suspect + 1:]])
-    if others.numel() == 0 or not math.isfinite(float(reach[suspect])):
+    runner_up = _runner_up(reach, suspect)
+    if runner_up is None or not math.isfinite(float(reach[suspect])):
         return False
-    return float(reach[suspect]) * ALL_TO_ALL_STANDOUT <= float(others.min())
+    return float(reach[suspect]) * ALL_TO_ALL_STANDOUT <= runner_up
+
+
+def _runner_up(reach: torch.Tensor, suspect: int) -> float | None:
+    """The lowest of the naming search's per-class losses reach [S] fp32 but the suspect's; None when there is no
+    other class."""
+    others = torch.cat([reach[:suspect], reach[suspect + 1:]])
+    return float(others.min()) if others.numel() else None
 
 
 def _leaving_verdict(own: torch.Tensor, moved: torch.Tensor, staying: Sequence[int], num_classes: int,
@@ -461,8 +468,8 @@ def _channel_share(reach: torch.Tensor, suspect: int) -> float:
     """The share of the classes left that the all-to-all check asks as channels, from the naming search's per-class
     losses reach [S] fp32: ALL_TO_ALL_CHANNELS_EVEN where the suspect is not reached even ALL_TO_ALL_EVEN times more
     easily than every other class, else ALL_TO_ALL_CHANNELS."""
-    others = torch.cat([reach[:suspect], reach[suspect + 1:]])
-    even = others.numel() > 0 and float(reach[suspect]) * ALL_TO_ALL_EVEN > float(others.min())
+    runner_up = _runner_up(reach, suspect)
+    even = runner_up is not None and float(reach[suspect]) * ALL_TO_ALL_EVEN > runner_up
     return ALL_TO_ALL_CHANNELS_EVEN if even else ALL_TO_ALL_CHANNELS
 
 
