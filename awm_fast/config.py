@@ -220,7 +220,7 @@ class AWMConfig:
                        trigger alone (the best so far beside fresh random candidates), and that
                        trigger drives the mask step. The search images are the few-shot images and
                        their kept augmented copies. With one_shot_filter it first checks for a
-                       warping backdoor (awm_fast.search.warp_suspect: a class that half-pixel smooth
+                       warping backdoor (awm_fast.warp.warp_suspect: a class that half-pixel smooth
                        warps reach), keeps the copies the model sends there and hunts that class.
                        Needs num_triggers=1, sparse_triggers=0 and a fast backend; costs classes x
                        restarts forwards per search image and step in the first epoch.

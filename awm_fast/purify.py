@@ -37,8 +37,8 @@ from awm_fast.search import (
     TARGETED_REACH_CE,
     TargetedSearch,
     screens_classes,
-    warp_suspect,
 )
+from awm_fast.warp import warp_suspect
 
 
 @dataclasses.dataclass

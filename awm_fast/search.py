@@ -24,9 +24,10 @@ to a class of its own (where an image goes depends on where it comes from), is a
 then keeps that objective. The check runs only when the suspect does not stand out (round 17): a class reached two
 orders of magnitude more easily than any other is an all-to-one backdoor's target, and the check, free to ignore that
 class, can call such a model all-to-all. Where no class stands out even twice, it asks fewer channels (round 26).
+The rule that reads the check's searches is awm_fast.all_to_all; the losses the searches descend, awm_fast.reach.
 
-warp_suspect does the same for warping backdoors, which no additive patch names: per class, a half-pixel
-smooth flow field; a class such warps reach is a warping backdoor's target.
+awm_fast.warp.warp_suspect does the same for warping backdoors, which no additive patch names: per class, a
+half-pixel smooth flow field; a class such warps reach is a warping backdoor's target.
 
 Both cost classes x images work per step. On a model with more classes than cfg.class_shortlist each first screens
 every class cheaply (round 15: one candidate or flow field per class, a few steps on a few images) and searches in
@@ -35,16 +36,16 @@ full only the shortlist the screen reaches most easily, so their cost grows with
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from awm_fast import ops
-from awm_fast.batching import autocast, chunks, forward_chunk
+from awm_fast.all_to_all import channel_share, leaving_verdict, stands_out
+from awm_fast.batching import autocast, forward_chunk
 from awm_fast.config import AWMConfig
+from awm_fast.reach import away_losses, reach_losses
 
 # Measured with these values (round 6):
 TARGETED_STEPS = 10  # descent steps per outer epoch (the suspect's best candidate continues across epochs)
@@ -65,38 +66,11 @@ TARGETED_GROWTH = 1.5  # measured with this factor and targeted_norm_max = 4 x t
 SCREEN_STEPS = 5
 SCREEN_IMAGES = 16
 SCREEN_BLOCK = 64
-# The warp check (warp_suspect), measured on Fashion-MNIST with these values (round 6):
-WARP_GRID = 4  # control points per side of the smooth flow field, upsampled bicubically to H x W
-WARP_BUDGET = 1.0  # largest displacement, in units of 1/H of the normalised [-1, 1] coordinates (half a pixel)
-WARP_STEPS = 60  # Adam steps on the flow fields
-WARP_LR = 0.1
-WARP_REACH_CE = 1.0  # a class is warp-reachable when the images' mean cross-entropy to it falls below this
-WARP_MAX_IMAGES = 128  # at most this many images (a random subset, drawn once) beyond one shot (round 8)
-WARP_SCREEN_STEPS = 20  # the warp check's class screen (cfg.class_shortlist): Adam steps per class's flow field,
-WARP_SCREEN_IMAGES = 32  # on this many of its images (a random subset, drawn once), SCREEN_BLOCK classes at a time
 # The all-to-all check (round 12), measured on Fashion-MNIST with these values. Its draws come from a generator of
 # its own, so that purify's draws (and results) are what they were wherever it finds no all-to-all backdoor.
 ALL_TO_ALL_STEPS = 30  # descent steps of each search (TargetedSearch's step: L1-normalised, exact projection)
 ALL_TO_ALL_RESTARTS = 4  # candidates per search: one from zero, the others random
 ALL_TO_ALL_SEARCHES = 2  # at most: each later one also counts the last one's sink as staying
-SINK_SHARE = 0.5  # a class that receives more than this share of the images a trigger moves is a sink
-# All-to-all: the trigger moves at least ALL_TO_ALL_MOVED of the images it may move, no sink takes them, and where
-# an image goes depends on where it comes from: exp(mutual information of source and destination class), the
-# effective number of source-to-destination channels, is at least ALL_TO_ALL_CHANNELS of the classes that may
-# receive them (a permutation of n classes has n channels, a sink 1). Measured (docs/EFFICACY.md, round 12): 3.2-4.6
-# on the three all-to-all SmallCNNs, 2.2-3.9 on the three ResNets; at most 2.2 on the other attacks' models.
-ALL_TO_ALL_MOVED = 0.5
-ALL_TO_ALL_CHANNELS = 1 / 3
-# Where no class is reached even ALL_TO_ALL_EVEN times more easily than every other (the naming search's cross-entropy),
-# nothing points to an all-to-one target and the rule asks ALL_TO_ALL_CHANNELS_EVEN of the classes instead (round 26).
-# Measured (docs/EFFICACY.md, round 26): the five held-out all-to-all models a third missed at every radius (a
-# watermark trigger, a blend trigger, two small ResNets, an 8x8 digits SmallCNN) have ratios of 1.06-1.63 and 0.26-0.32
-# of the classes left as channels. The gate is what separates on the small ResNets, not the channels: an all-to-one
-# Blend ResNet (ratio 4.71) and a never-poisoned one (4.1) reach 0.26 and 0.31 with half moved and no sink, and are
-# asked a third. The lowest all-to-one ratio measured is that ResNet's 4.71 (the SmallCNNs' at least 47.9; round 17:
-# 9.1); the all-to-all ResNets have 1.06 and 1.2.
-ALL_TO_ALL_EVEN = 2.0
-ALL_TO_ALL_CHANNELS_EVEN = 1 / 4
 # The check's radii, as fractions of the suspect's, tried in this order until one finds an all-to-all backdoor
 # (round 15): the suspect's own radius as in round 12, then half of it. A universal trigger much larger than the
 # backdoor's patch has natural destinations of its own: on 8x8 digits (radius 10 on 64 pixels, a 2x2 patch of L1 <= 4)
@@ -110,15 +84,6 @@ ALL_TO_ALL_CHANNELS_EVEN = 1 / 4
 # None of the table's 12 patch and blend Fashion-MNIST SmallCNNs (all-to-one) crossed the rule at twice the radius,
 # the check forced to run on each (docs/EFFICACY.md, round 26).
 ALL_TO_ALL_RADII = (1.0, 0.5, 2.0)
-# The check runs only when no class stands out (round 17): an all-to-one backdoor makes its target far easier to reach
-# than any other class, and that class is then the backdoor's, whatever else a universal trigger of the radius can
-# do. Stands out: the suspect's cross-entropy is at least ALL_TO_ALL_STANDOUT times below every other class's (two
-# orders of magnitude). Measured on the naming search (docs/EFFICACY.md, round 17): 1.7-10.2 times on ten all-to-all
-# SmallCNNs (Fashion-MNIST, digits, and three held-out ones with a checkerboard patch), 1.1-1.3 on the three small
-# ResNets; 180 and 590 times on the two held-out all-to-one BadNets SmallCNNs (targets 5 and 7) that the check called
-# all-to-all, so that the hunt left their target alone (ASR 73.5 and 93.0 after purify). A suspect below the bar is
-# checked as before: the all-to-one models' ratios range from 9.1 (a model the check leaves alone) to 120,000.
-ALL_TO_ALL_STANDOUT = 100.0
 # purify's residual check (cfg.residual_check, round 21): after the loop, every class is searched once more on the
 # purified model, at RESIDUAL_RADIUS_FACTOR times the hunt's radius, and purify warns when the suspect is still
 # reached more than RESIDUAL_STANDOUT times as easily (in cross-entropy) as the runner-up. Measured at twice the radius
@@ -180,8 +145,8 @@ class TargetedSearch:
             easiest = int(reach.argmin())
             self.suspect = int(searched[easiest])
             chosen = easiest * restarts + int(per_class[easiest].argmin())
-            check = self.cfg.all_to_all_check and not _stands_out(reach, easiest)
-            found = self._check_all_to_all(_channel_share(reach, easiest)) if check else None
+            check = self.cfg.all_to_all_check and not stands_out(reach, easiest)
+            found = self._check_all_to_all(channel_share(reach, easiest)) if check else None
             if found is not None:
                 candidates, losses, chosen = found[0][None], found[1][None], 0
         else:
@@ -248,8 +213,8 @@ class TargetedSearch:
     def _check_all_to_all(self, channel_share: float) -> tuple[torch.Tensor, torch.Tensor] | None:
         """After naming the suspect: (the all-to-all trigger [C, H, W], its loss) when the backdoor is all-to-all
         (then self.all_to_all and self.staying are set), else None (and nothing is changed). Checks at each radius
-        of ALL_TO_ALL_RADII in turn, asking channel_share of the classes left as channels (_channel_share); the hunt
-        keeps the suspect's radius, or a larger one that found the backdoor."""
+        of ALL_TO_ALL_RADII in turn, asking channel_share of the classes left as channels (all_to_all.channel_share);
+        the hunt keeps the suspect's radius, or a larger one that found the backdoor."""
         suspect_radius, found = self.radius, None
         for fraction in ALL_TO_ALL_RADII:
             self.radius = suspect_radius * fraction  # _descend and _random_candidates search self.radius
@@ -281,7 +246,7 @@ class TargetedSearch:
             if num_classes - len(staying) < 2:  # nothing left to spread over (and leaving would be impossible)
                 break
             trigger, loss = self._leaving_search(generator, staying)
-            sink, all_to_all = _leaving_verdict(own, self._labels(trigger), staying, num_classes, channel_share)
+            sink, all_to_all = leaving_verdict(own, self._labels(trigger), staying, num_classes, channel_share)
             if sink is not None:  # count it as staying and search again
                 staying = [*staying, sink]
                 continue
@@ -320,10 +285,10 @@ class TargetedSearch:
             candidates.requires_grad_(True)
             perturbed = ops.apply_triggers(self.x[batch], candidates, lo, hi)  # [K, U, C, H, W]
             if classes is None:
-                grad_flat, losses = _away_losses(self.model, perturbed.detach().flatten(0, 1), candidates.shape[0],
+                grad_flat, losses = away_losses(self.model, perturbed.detach().flatten(0, 1), candidates.shape[0],
                                                  own_labels[batch], list(staying), cfg, self.chunk)
             else:
-                grad_flat, losses = _reach_losses(self.model, perturbed.detach().flatten(0, 1), classes,
+                grad_flat, losses = reach_losses(self.model, perturbed.detach().flatten(0, 1), classes,
                                                   own_labels[batch], cfg, self.chunk)
             (grad,) = torch.autograd.grad(perturbed, candidates, grad_flat.view_as(perturbed))
             candidates = candidates.detach()
@@ -374,185 +339,3 @@ def random_l1_points(count: int, shape: tuple[int, ...], norm: float, generator:
     noise = torch.rand((count, *shape), generator=generator) * 2 - 1
     norms = noise.flatten(1).abs().sum(1).view(-1, *[1] * len(shape))
     return noise * (norm / norms)
-
-
-def warp_suspect(model: nn.Module, x: torch.Tensor, cfg: AWMConfig,
-                 generator: torch.Generator | None = None) -> int | None:
-    """The class that imperceptible smooth warps send the images x [M, C, H, W] to, or None.
-
-    A warping backdoor (WaNet) is no additive patch, so TargetedSearch cannot name its target. For every class
-    c a smooth flow field (WARP_GRID² control points, tanh-bounded, bicubically upsampled, displacement at most
-    half a pixel) is fitted with Adam to send the images not predicted as c to c. On a model without a warping
-    backdoor no class is reachable that way (cross-entropy >= 3.1 on the Fashion-MNIST BadNets models); on the
-    WaNet models the target is, at cross-entropy 0.00. Returns the easiest class when its mean cross-entropy is
-    below WARP_REACH_CE, else None (also for inputs that are not images). More than WARP_MAX_IMAGES images are
-    subsampled (drawn with `generator`, or with a generator seeded 0 when None: the global RNG is never read): the
-    cost is classes x images forwards per step. With more classes than cfg.class_shortlist, a screen
-    (WARP_SCREEN_STEPS steps on WARP_SCREEN_IMAGES images per class) picks the classes the full fit tries.
-    """
-    if x.dim() != 4:
-        return None
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    if x.shape[0] > WARP_MAX_IMAGES:
-        x = x[torch.randperm(x.shape[0], generator=generator)[:WARP_MAX_IMAGES].to(x.device)]
-    device = x.device
-    with torch.no_grad(), autocast(cfg, device):
-        logits = model(x)
-    own, num_classes = logits.argmax(dim=1), logits.shape[1]
-    classes = torch.arange(num_classes, device=device)  # flow field k aims at class classes[k]
-    if screens_classes(cfg, num_classes):
-        rows = torch.randperm(x.shape[0], generator=generator)[:WARP_SCREEN_IMAGES].to(device)
-        screened = torch.cat([_warp_losses(model, x[rows], own[rows], block, cfg, WARP_SCREEN_STEPS)
-                              for block in classes.split(SCREEN_BLOCK)])
-        classes = screened.argsort()[: cfg.class_shortlist]
-    losses = _warp_losses(model, x, own, classes, cfg, WARP_STEPS)
-    easiest = int(losses.argmin())
-    return int(classes[easiest]) if float(losses[easiest]) < WARP_REACH_CE else None
-
-
-def _warp_losses(model: nn.Module, x: torch.Tensor, own: torch.Tensor, classes: torch.Tensor, cfg: AWMConfig,
-                 steps: int) -> torch.Tensor:
-    """Per class of classes [K] int64, how easily smooth warps reach it from the images x [M, C, H, W] (own [M]:
-    their labels): one flow field per class, `steps` Adam steps; the mean cross-entropy [K] fp32 measured before the
-    last step (inf for a class every image already is)."""
-    theta = torch.zeros(classes.shape[0], 2, WARP_GRID, WARP_GRID, device=x.device, requires_grad=True)
-    optimizer = torch.optim.Adam([theta], lr=WARP_LR)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        warped = _warp(x, theta).detach()  # [K · M, C, H, W]
-        grad_warped, losses = _reach_losses(model, warped, classes, own, cfg, forward_chunk(cfg, x.device))
-        _warp(x, theta).backward(grad_warped)  # the warp again, this time to carry the gradient to theta
-        optimizer.step()
-    return losses
-
-
-def _stands_out(reach: torch.Tensor, suspect: int) -> bool:
-    """Whether class `suspect` of the naming search's per-class losses reach [S] fp32 (each class's best candidate's
-    cross-entropy, inf for a class with nothing to reach) is reached ALL_TO_ALL_STANDOUT times more easily than
-    every other class. False when there is no other class to compare with, or the suspect itself is unreachable."""
-    runner_up = _runner_up(reach, suspect)
-    if runner_up is None or not math.isfinite(float(reach[suspect])):
-        return False
-    return float(reach[suspect]) * ALL_TO_ALL_STANDOUT <= runner_up
-
-
-def _runner_up(reach: torch.Tensor, suspect: int) -> float | None:
-    """The lowest of the naming search's per-class losses reach [S] fp32 but the suspect's; None when there is no
-    other class."""
-    others = torch.cat([reach[:suspect], reach[suspect + 1:]])
-    return float(others.min()) if others.numel() else None
-
-
-def _leaving_verdict(own: torch.Tensor, moved: torch.Tensor, staying: Sequence[int], num_classes: int,
-                     channel_share: float = ALL_TO_ALL_CHANNELS) -> tuple[int | None, bool]:
-    """What one universal leaving search of the all-to-all check shows, from the images' labels [M] int64 without
-    (own) and with (moved) its trigger, a move to a staying class counting as none: (sink, all_to_all). sink: the class
-    that takes more than SINK_SHARE of the images moved, if one does (all_to_all is then False). all_to_all: the
-    trigger moves at least ALL_TO_ALL_MOVED of the images whose own label is not staying, each class to classes of its
-    own (at least channel_share of the classes left, in _channels), as an all-to-all backdoor's trigger does."""
-    stays = torch.tensor(list(staying), device=own.device, dtype=own.dtype)
-    eligible = ~torch.isin(own, stays)
-    away = eligible & (moved != own) & ~torch.isin(moved, stays)
-    received = torch.bincount(moved[away], minlength=num_classes).float()
-    total = float(received.sum())
-    if total == 0:
-        return None, False
-    if float(received.max()) > SINK_SHARE * total:
-        return int(received.argmax()), False
-    channels = _channels(own[away], moved[away], num_classes)
-    return None, (total >= ALL_TO_ALL_MOVED * float(eligible.sum())
-                  and channels >= channel_share * (num_classes - len(staying)))
-
-
-def _channel_share(reach: torch.Tensor, suspect: int) -> float:
-    """The share of the classes left that the all-to-all check asks as channels, from the naming search's per-class
-    losses reach [S] fp32: ALL_TO_ALL_CHANNELS_EVEN where the suspect is not reached even ALL_TO_ALL_EVEN times more
-    easily than every other class, else ALL_TO_ALL_CHANNELS."""
-    runner_up = _runner_up(reach, suspect)
-    even = runner_up is not None and float(reach[suspect]) * ALL_TO_ALL_EVEN > runner_up
-    return ALL_TO_ALL_CHANNELS_EVEN if even else ALL_TO_ALL_CHANNELS
-
-
-def _channels(source: torch.Tensor, destination: torch.Tensor, num_classes: int) -> float:
-    """exp(I(source; destination)) of paired class labels [n] int64 (n > 0): 1 when where an image goes does not
-    depend on where it comes from, up to num_classes for a permutation."""
-    joint = torch.bincount(source * num_classes + destination, minlength=num_classes ** 2).view(num_classes, -1)
-    p = joint.double() / joint.sum()
-    independent = p.sum(dim=1, keepdim=True) * p.sum(dim=0, keepdim=True)
-    seen = p > 0
-    return math.exp(float((p[seen] * (p[seen] / independent[seen]).log()).sum()))
-
-
-def _reach_losses(model: nn.Module, inputs: torch.Tensor, classes: torch.Tensor, own: torch.Tensor, cfg: AWMConfig,
-                  chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """How easily each perturbation reaches its class. inputs [K·U, C, H, W] are U images under each of K
-    perturbations (perturbation-major); perturbation k aims at class classes[k]; own [U] are the images' own
-    labels. Returns (the gradient of the summed losses with respect to inputs [K·U, C, H, W], losses [K] fp32):
-    each loss is the mean cross-entropy to its class over the images not already predicted as that class, inf
-    when there is none (a class the model predicts for every image has nothing to reach). Forwarded in chunks.
-    """
-    k, u = classes.shape[0], own.shape[0]
-    targets = classes.repeat_interleave(u)
-    eligible = (own.repeat(k) != targets).view(k, u)
-
-    def reaching(logits: torch.Tensor, rows: slice) -> torch.Tensor:
-        return F.cross_entropy(logits, targets[rows], reduction="none")
-
-    return _mean_losses(model, inputs, eligible, reaching, cfg, chunk)
-
-
-def _away_losses(model: nn.Module, inputs: torch.Tensor, k: int, own: torch.Tensor, staying: list[int],
-                 cfg: AWMConfig, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """How far each perturbation moves the images off their own labels. inputs [K·U, C, H, W] as in _reach_losses;
-    own [U] the images' own labels; staying: classes a move to which counts as none. Returns (the gradient of the
-    summed losses with respect to inputs, losses [K] fp32): each loss is the mean over the images whose own label
-    is not staying of -log P(a class neither theirs nor staying), the cross-entropy of leaving; unlike the
-    untargeted search's -CE(own) it is bounded below (by 0), so an image once moved stops pulling the trigger.
-    """
-    u = own.shape[0]
-    stays = torch.tensor(staying, device=inputs.device, dtype=own.dtype)
-    eligible = (~torch.isin(own, stays)).repeat(k).view(k, u)
-    owners = own.repeat(k)
-
-    def leaving(logits: torch.Tensor, rows: slice) -> torch.Tensor:
-        stay = F.one_hot(owners[rows], logits.shape[1]).bool()
-        stay[:, stays] = True
-        # log P(leave) = logsumexp over the other classes' logits - logsumexp over all: exact, no 1 - p cancellation.
-        return logits.logsumexp(dim=1) - logits.masked_fill(stay, -math.inf).logsumexp(dim=1)
-
-    return _mean_losses(model, inputs, eligible, leaving, cfg, chunk)
-
-
-def _mean_losses(model: nn.Module, inputs: torch.Tensor, eligible: torch.Tensor, per_image, cfg: AWMConfig,
-                 chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """inputs [K·U, C, H, W] (perturbation-major), eligible [K, U] bool: which images count for each perturbation,
-    per_image(logits [R, classes] fp32, rows) -> losses [R]. Returns (the gradient of the summed per-perturbation
-    means with respect to inputs, the means [K] fp32, inf where no image is eligible). Forwarded in chunks."""
-    k = eligible.shape[0]
-    counts = eligible.sum(dim=1).float()
-    weights = (eligible.float() / counts.clamp(min=1).unsqueeze(1)).flatten()
-    owner = torch.arange(k, device=inputs.device).repeat_interleave(eligible.shape[1])
-    grad = torch.empty_like(inputs)
-    losses = torch.zeros(k, device=inputs.device)
-    for rows in chunks(inputs.shape[0], chunk):
-        piece = inputs[rows].requires_grad_(True)
-        with autocast(cfg, inputs.device):
-            logits = model(piece).float()
-        weighted = per_image(logits, rows) * weights[rows]
-        (grad[rows],) = torch.autograd.grad(weighted.sum(), piece)
-        losses.index_add_(0, owner[rows], weighted.detach())
-    return grad, torch.where(counts > 0, losses, math.inf)
-
-
-def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Resample x [M, C, H, W] along each flow field theta [K, 2, g, g]: [K · M, C, H, W], flow-major."""
-    m, _, height, width = x.shape
-    k = theta.shape[0]
-    flow = F.interpolate(torch.tanh(theta), size=(height, width), mode="bicubic", align_corners=True)
-    ys = torch.linspace(-1, 1, height, device=x.device, dtype=x.dtype)
-    xs = torch.linspace(-1, 1, width, device=x.device, dtype=x.dtype)
-    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-    identity = torch.stack((grid_x, grid_y), dim=-1)[None]  # [1, H, W, 2] in grid_sample's (x, y) order
-    grid = (identity + WARP_BUDGET * flow.permute(0, 2, 3, 1) / height).clamp(-1, 1)  # [K, H, W, 2]
-    return F.grid_sample(x.repeat(k, 1, 1, 1), grid.repeat_interleave(m, dim=0), mode="bilinear",
-                         padding_mode="border", align_corners=True)

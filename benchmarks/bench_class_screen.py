@@ -21,7 +21,8 @@ SCRIPT = """
 import torch
 from awm_fast import AWMConfig
 from awm_fast.models import SmallCNN
-from awm_fast.search import TargetedSearch, warp_suspect
+from awm_fast.search import TargetedSearch
+from awm_fast.warp import warp_suspect
 torch.set_num_threads({threads})
 
 def setup():

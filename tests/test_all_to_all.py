@@ -12,9 +12,11 @@ from test_targeted_search import CORNER, planted_backdoor_data, planted_backdoor
 
 import awm_fast
 import awm_fast.loop
-from awm_fast import search
+from awm_fast import all_to_all, search
+from awm_fast.all_to_all import _channels, channel_share, leaving_verdict, stands_out
 from awm_fast.feature_distill import PenultimateFeatures
-from awm_fast.search import TargetedSearch, _away_losses, _channels, _leaving_verdict
+from awm_fast.reach import away_losses
+from awm_fast.search import TargetedSearch
 
 CLASSES = 5
 
@@ -177,7 +179,7 @@ def test_an_all_to_one_backdoor_is_not_called_all_to_all_and_the_check_changes_n
 
 def test_the_check_tries_the_suspects_radius_then_half_then_twice_it(monkeypatch):
     calls = record_check_radii(monkeypatch)
-    monkeypatch.setattr(search, "ALL_TO_ALL_STANDOUT", math.inf)  # no suspect stands out: the check runs
+    monkeypatch.setattr(all_to_all, "ALL_TO_ALL_STANDOUT", math.inf)  # no suspect stands out: the check runs
     result = purify_planted(planted_backdoor_model(), planted_backdoor_data(), mask_layers="linear")
     # targeted_norm 1.0: an all-to-one backdoor is called at none of them
     assert calls == [(1.0, False), (0.5, False), (2.0, False)]
@@ -214,7 +216,7 @@ def test_an_all_to_one_backdoor_that_stands_out_is_hunted_even_beside_an_all_to_
     assert torch.equal(model((x + result.trigger).clamp(0, 1)).argmax(1), torch.zeros_like(y))
     # Without the standout rule the check calls it all-to-all, and the trigger of the mask step, free to ignore
     # class 0, sends none of the other classes' images there: the backdoor goes unpurified.
-    monkeypatch.setattr(search, "ALL_TO_ALL_STANDOUT", math.inf)
+    monkeypatch.setattr(all_to_all, "ALL_TO_ALL_STANDOUT", math.inf)
     unguarded = purify_planted(model, (x, y), outer=1)
     assert unguarded.history[0]["all_to_all"] == 1.0
     sent = model((x + unguarded.trigger).clamp(0, 1)).argmax(1)
@@ -222,14 +224,13 @@ def test_an_all_to_one_backdoor_that_stands_out_is_hunted_even_beside_an_all_to_
 
 
 def test_stands_out_compares_the_suspect_with_every_other_class():
-    from awm_fast.search import _stands_out
 
     reach = torch.tensor([0.5, 0.004, 0.6, float("inf")])
-    assert _stands_out(reach, 1)  # 0.004 * 100 <= 0.5
-    assert not _stands_out(torch.tensor([0.5, 0.006, 0.6]), 1)
-    assert not _stands_out(torch.tensor([0.01]), 0)  # nothing to compare with
-    assert not _stands_out(torch.tensor([float("inf"), float("inf")]), 0)
-    assert _stands_out(torch.tensor([0.0, 1e-9]), 0)  # 0 * 100 <= 1e-9
+    assert stands_out(reach, 1)  # 0.004 * 100 <= 0.5
+    assert not stands_out(torch.tensor([0.5, 0.006, 0.6]), 1)
+    assert not stands_out(torch.tensor([0.01]), 0)  # nothing to compare with
+    assert not stands_out(torch.tensor([float("inf"), float("inf")]), 0)
+    assert stands_out(torch.tensor([0.0, 1e-9]), 0)  # 0 * 100 <= 1e-9
 
 
 def test_a_backdoor_found_at_the_suspects_radius_is_purified_as_before_the_half_radius(monkeypatch):
@@ -312,45 +313,44 @@ def test_leaving_verdict_names_sinks_and_calls_source_dependent_moves_all_to_all
     own = torch.arange(10).repeat_interleave(2)  # 10 classes, 2 images each; class 0 stays (the suspect)
     staying = [0]
     shifted = torch.where(own == 0, own, (own % 9) + 1)  # 1 -> 2, ..., 8 -> 9, 9 -> 1: 9 channels on 9 classes
-    assert _leaving_verdict(own, shifted, staying, 10) == (None, True)
-    assert _leaving_verdict(own, own, staying, 10) == (None, False)  # nothing moved
+    assert leaving_verdict(own, shifted, staying, 10) == (None, True)
+    assert leaving_verdict(own, own, staying, 10) == (None, False)  # nothing moved
     to_three = torch.where(own == 0, own, torch.full_like(own, 3))  # every image to class 3 (class 3's stay)
-    assert _leaving_verdict(own, to_three, staying, 10) == (3, False)
+    assert leaving_verdict(own, to_three, staying, 10) == (3, False)
     to_suspect = torch.zeros_like(own)  # a move to a staying class counts as none
-    assert _leaving_verdict(own, to_suspect, staying, 10) == (None, False)
+    assert leaving_verdict(own, to_suspect, staying, 10) == (None, False)
     half = shifted.clone()
     half[1::2] = own[1::2]  # one image of each class moves
-    assert _leaving_verdict(own, half, staying, 10) == (None, True)  # 9 of 18: at least half
+    assert leaving_verdict(own, half, staying, 10) == (None, True)  # 9 of 18: at least half
     half[1] = 1  # class 0's images stay whatever they do: still 9 of 18
-    assert _leaving_verdict(own, half, staying, 10) == (None, True)
+    assert leaving_verdict(own, half, staying, 10) == (None, True)
     half[2] = own[2]  # 8 of 18 moved: too few
-    assert _leaving_verdict(own, half, staying, 10) == (None, False)
+    assert leaving_verdict(own, half, staying, 10) == (None, False)
     # Source-dependent but onto few classes: classes 1-4 -> 5, 5-9 -> 6 and 7 alternately (within the sink share):
     # about 2 channels, under a quarter of the 9 classes left.
     few = torch.where(own <= 4, torch.full_like(own, 5), 6 + (torch.arange(20) % 2))
     few[own == 0] = 0
     few[(own == 5) & (few == 5)] = 6
     share = float(torch.bincount(few[own != 0]).max()) / 18
-    assert share <= search.SINK_SHARE
+    assert share <= all_to_all.SINK_SHARE
     channels = _channels(own[own != 0], few[own != 0], 10)
-    assert channels < search.ALL_TO_ALL_CHANNELS * 9
-    assert _leaving_verdict(own, few, staying, 10) == (None, False)
+    assert channels < all_to_all.ALL_TO_ALL_CHANNELS * 9
+    assert leaving_verdict(own, few, staying, 10) == (None, False)
     # Three destinations, 1-3 -> 4, 4-6 -> 7, 7-9 -> 1 (one image of class 9 to 4): about 2.75 channels, under a
     # third of the 9 classes left, over a quarter: all-to-all only where the rule asks a quarter (no class stands out).
     three = torch.tensor([0, 4, 7, 1]).repeat_interleave(torch.tensor([1, 3, 3, 3])).repeat_interleave(2)
     three[-1] = 4
     assert 0.25 * 9 < _channels(own[own != 0], three[own != 0], 10) < 9 / 3
-    assert _leaving_verdict(own, three, staying, 10) == (None, False)
-    assert _leaving_verdict(own, three, staying, 10, channel_share=0.25) == (None, True)
+    assert leaving_verdict(own, three, staying, 10) == (None, False)
+    assert leaving_verdict(own, three, staying, 10, channel_share=0.25) == (None, True)
 
 
 def test_the_channel_share_is_a_quarter_only_where_no_class_stands_out_even_twice():
-    from awm_fast.search import _channel_share
 
-    assert _channel_share(torch.tensor([0.5, 0.3, 0.4]), 1) == search.ALL_TO_ALL_CHANNELS_EVEN == 0.25
-    assert _channel_share(torch.tensor([0.5, 0.2, 0.4]), 1) == search.ALL_TO_ALL_CHANNELS == 1 / 3  # 0.4 / 0.2 = 2
-    assert _channel_share(torch.tensor([0.0, 1e-9]), 0) == 1 / 3  # a suspect at 0 stands out without bound
-    assert _channel_share(torch.tensor([0.7]), 0) == 1 / 3  # nothing to compare with
+    assert channel_share(torch.tensor([0.5, 0.3, 0.4]), 1) == all_to_all.ALL_TO_ALL_CHANNELS_EVEN == 0.25
+    assert channel_share(torch.tensor([0.5, 0.2, 0.4]), 1) == all_to_all.ALL_TO_ALL_CHANNELS == 1 / 3  # 0.4 / 0.2 = 2
+    assert channel_share(torch.tensor([0.0, 1e-9]), 0) == 1 / 3  # a suspect at 0 stands out without bound
+    assert channel_share(torch.tensor([0.7]), 0) == 1 / 3  # nothing to compare with
 
 
 def test_away_losses_are_the_cross_entropy_of_leaving():
@@ -359,7 +359,7 @@ def test_away_losses_are_the_cross_entropy_of_leaving():
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 5))
     inputs = torch.rand(2 * 3, 1, 4, 4, generator=generator)  # 3 images under 2 perturbations
     own, staying = torch.tensor([0, 1, 4]), [4]
-    grad, losses = _away_losses(model, inputs, 2, own, staying, awm_fast.AWMConfig(), chunk=4)
+    grad, losses = away_losses(model, inputs, 2, own, staying, awm_fast.AWMConfig(), chunk=4)
 
     reference_inputs = inputs.clone().requires_grad_(True)
     p = model(reference_inputs).softmax(dim=1).double()

@@ -15,8 +15,9 @@ from test_targeted_search import (
 )
 
 import awm_fast
-from awm_fast import AWMConfig, search
-from awm_fast.search import SCREEN_IMAGES, SCREEN_STEPS, WARP_SCREEN_STEPS, WARP_STEPS, TargetedSearch, warp_suspect
+from awm_fast import AWMConfig, search, warp
+from awm_fast.search import SCREEN_IMAGES, SCREEN_STEPS, TargetedSearch
+from awm_fast.warp import WARP_SCREEN_STEPS, WARP_STEPS, warp_suspect
 
 from tiny_models import tiny_cnn, tiny_data
 
@@ -90,13 +91,13 @@ def test_the_warp_check_screens_then_fits_the_shortlist_in_full(monkeypatch):
     x, _ = planted_backdoor_data()
     warping = ResamplingBackdoor().eval()
     fits: list[tuple[list[int], int, int]] = []  # (classes, steps, images) per call
-    warp_losses = search._warp_losses
+    warp_losses = warp._warp_losses
 
     def logged(model, images, own, classes, cfg, steps):
         fits.append((classes.tolist(), steps, images.shape[0]))
         return warp_losses(model, images, own, classes, cfg, steps)
 
-    monkeypatch.setattr(search, "_warp_losses", logged)
+    monkeypatch.setattr(warp, "_warp_losses", logged)
     cfg = AWMConfig(class_shortlist=2).resolve(64, len(x))
     assert warp_suspect(warping, x, cfg, torch.Generator().manual_seed(0)) == BACKDOOR_CLASS
     assert fits[0] == ([0, 1, 2, 3], WARP_SCREEN_STEPS, len(x))  # 8 images, fewer than WARP_SCREEN_IMAGES

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import awm_fast
 from awm_fast.inputs import augment_one_shot_consistent
-from awm_fast.search import warp_suspect
+from awm_fast.warp import warp_suspect
 
 from authors_awm import authors_awm_masks
 from tiny_models import tiny_cnn, tiny_data

@@ -23,10 +23,9 @@ from awm_fast.search import (
     TARGETED_REACH_CE,
     TARGETED_STEP_SIZE,
     TARGETED_STEPS,
-    WARP_MAX_IMAGES,
     TargetedSearch,
-    warp_suspect,
 )
+from awm_fast.warp import WARP_MAX_IMAGES, warp_suspect
 
 from tiny_models import tiny_cnn, tiny_data
 

@@ -14,7 +14,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "round5"))
 import cases
 
 import awm_fast
-from awm_fast import search, study
+from awm_fast import all_to_all, search, study
+from awm_fast.all_to_all import _channels as channels
 from awm_fast.data import few_shot_subset
 
 dataset, model_name, case = sys.argv[1:4]
@@ -58,9 +59,9 @@ def logged_check(self, channel_share):
             rows.append({"f": fraction, "search": index, "staying": list(staying),
                          "moved": round(total / float(eligible.sum()), 2),
                          "sink": round(float(received.max()) / max(total, 1.0), 2),
-                         "channels": round(search._channels(own[away], moved[away], num_classes), 2) if total else 0,
+                         "channels": round(channels(own[away], moved[away], num_classes), 2) if total else 0,
                          "classes_left": num_classes - len(staying), "loss": round(float(loss), 2)})
-            if total and float(received.max()) > search.SINK_SHARE * total:
+            if total and float(received.max()) > all_to_all.SINK_SHARE * total:
                 staying = [*staying, int(received.argmax())]
                 continue
             break
@@ -71,7 +72,7 @@ def logged_check(self, channel_share):
 
 
 checked = search.TargetedSearch._check_all_to_all
-search._stands_out = never_stands_out
+search.stands_out = never_stands_out
 search.TargetedSearch._check_all_to_all = logged_check
 result = awm_fast.purify(model, few, seed=seed, outer=1, extra_outer=0, residual_check=False, verbose=False)
 log["called_all_to_all"] = result.history[0].get("all_to_all")
