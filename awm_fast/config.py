@@ -166,7 +166,7 @@ class AWMConfig:
                        release; history[0] records "feature_released", their count). A trigger that only stood in
                        for its destination would move the features to that class's; one that drives them beyond
                        does what the backdoor does. There the hunt keeps its radius (unless its first trigger is
-                       spread: round 26, loop.AWMLoop._gate_features), so the release is what keeps the pull from
+                       spread: round 26, feature_distill.gate_pull), so the release is what keeps the pull from
                        holding the backdoor; on an all-to-one suspect the larger hunt does that
                        (feature_distill_norm_max), on a warp suspect neither is needed. 0 keeps the pull off on an
                        all-to-all backdoor (round 24: the pull alone let it back, 8x8 digits 29.1 -> 35.1% ASR).

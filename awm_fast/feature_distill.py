@@ -17,18 +17,22 @@ features, it keeps part of the backdoor too (round 22: Blend 5.2 -> 8.4% ASR on 
 3.9 -> 17.0). Round 23 gated it (feature_distill_gate="compact": only where the first hunt's trigger is compact,
 `trigger_window_share` at least COMPACT_WINDOW_SHARE, or the warp check named the suspect). Round 24 found that the
 larger hunt the pull allows (feature_distill_norm_max) takes that part back (Blend 8.4 -> 4.3%), so by default
-(feature_distill_gate="always") it acts on every all-to-one backdoor; the loop (awm_fast.loop) decides after the
-first hunt. On an all-to-all backdoor, whose hunt does not grow, `PenultimateFeatures.release` lets go of the features
-the trigger drives beyond its destination classes' own instead (round 25; feature_distill_release); where that hunt's
-first trigger is spread (below SPREAD_WINDOW_SHARE), it may grow too (round 26).
+(feature_distill_gate="always") it acts on every all-to-one backdoor; gate_pull decides after the first hunt
+(awm_fast.loop applies it). On an all-to-all backdoor, whose hunt does not grow, `PenultimateFeatures.release` lets
+go of the features the trigger drives beyond its destination classes' own instead (round 25;
+feature_distill_release); where that hunt's first trigger is spread (below SPREAD_WINDOW_SHARE), it may grow too
+(round 26).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from awm_fast.config import AWMConfig
 from awm_fast.modules import MaskedLinear
 
 # A trigger is compact when at least this share of its magnitude lies inside one window of a quarter of the image's
@@ -62,6 +66,41 @@ def trigger_window_share(trigger: torch.Tensor) -> float | None:
     # avg_pool2d gives each window's mean; times k^2 its sum (stride 1: every window position)
     window_sums = F.avg_pool2d(magnitude[None, None], k, stride=1) * (k * k)
     return float(window_sums.max() / total)
+
+
+class PullGate(NamedTuple):
+    """What the feature pull does from the first hunt on (gate_pull)."""
+
+    acts: bool  # the pull acts: the loop's clean term carries feature_distill_weight times the drift
+    grows: bool  # the hunt may grow up to cfg.feature_distill_norm_max
+    why_not: str  # why the pull does not act ("" where it does)
+
+
+def gate_pull(cfg: AWMConfig, share: float | None, all_to_all: bool, warp_suspected: bool) -> PullGate:
+    """The feature pull's gate, decided after the first hunt from its trigger's trigger_window_share `share` (None:
+    not an image, or all zero) and the kind of suspect: all_to_all (the all-to-all check found the backdoor) or
+    warp_suspected (the warp check named the suspect). cfg must be resolved.
+
+    The pull acts wherever it was asked for (feature_distill_gate="always"), or with "compact" only where the
+    trigger is compact or the warp check named the suspect (round 23). It keeps the clean images' features, and
+    where the backdoor uses them it keeps part of the backdoor too; each kind of suspect gets its counterweight:
+
+    - all-to-one: the hunt may grow up to cfg.feature_distill_norm_max and take back what the pull would keep of
+      a dense trigger (round 24);
+    - all-to-all: the pull lets go of the features the trigger drives beyond its destination classes' own
+      (PenultimateFeatures.release at cfg.feature_distill_release; round 25). Without the release (0) it is off
+      there: it let the backdoor's reach back (round 24: 8x8 digits 29.1 -> 35.1%). The hunt keeps its radius
+      unless the trigger is spread (below SPREAD_WINDOW_SHARE in one window: a dense trigger's or a deep
+      network's stand-in), where it may grow as an all-to-one suspect's does (round 26);
+    - a warp suspect: neither; its additive stand-in, grown, is an adversarial perturbation rather than the
+      backdoor (round 23), and it drives no feature beyond its destination's (round 25)."""
+    if all_to_all and not cfg.feature_distill_release:
+        return PullGate(False, False, "an all-to-all backdoor, feature_distill_release=0")
+    compact = share is not None and share >= COMPACT_WINDOW_SHARE
+    if cfg.feature_distill_gate == "compact" and not (compact or warp_suspected):
+        return PullGate(False, False, f"the trigger is not compact (below {COMPACT_WINDOW_SHARE} in one window)")
+    spread = share is not None and share < SPREAD_WINDOW_SHARE
+    return PullGate(True, not warp_suspected and (spread or not all_to_all), "")
 
 
 def linear_layers(model: nn.Module) -> list[nn.Module]:

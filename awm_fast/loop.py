@@ -25,32 +25,25 @@ hunted afresh every epoch, drives the mask step); fast backends only.
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 import time
-from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from awm_fast import ops
+from awm_fast.ascent import ascend_batched, ascend_eager
 from awm_fast.batching import autocast, chunks, distinct, forward_chunk
 from awm_fast.bn_drift import BatchNormDrift
 from awm_fast.config import AWMConfig
-from awm_fast.feature_distill import (
-    COMPACT_WINDOW_SHARE,
-    SPREAD_WINDOW_SHARE,
-    PenultimateFeatures,
-    trigger_window_share,
-)
+from awm_fast.feature_distill import PenultimateFeatures, gate_pull, trigger_window_share
 from awm_fast.masking import AttachedMasks
 from awm_fast.search import (
     RESIDUAL_RADIUS_FACTOR,
     RESIDUAL_STANDOUT,
     TARGETED_REACH_CE,
     TargetedSearch,
-    random_l1_points,
 )
 
 SHRINK_LR = 1e-3  # the authors' lr1: Adam learning rate of the optional shrink warm-up
@@ -60,17 +53,6 @@ RESIDUAL_BLOCK = 5
 
 HISTORY_KEYS = ("epoch", "loss", "clean_loss", "trigger_loss", "ascent_loss", "mask_l1", "mask_mean", "trigger_l1",
                 "lr_mask", "seconds", "extra", "residual")
-
-
-class TriggerKind(NamedTuple):
-    """A group of triggers recovered alike: rows of the [K, ...] batch, the ascent's input clamp, the L1 radius
-    projected onto after every step (inf: only once, after the loop) and the projection."""
-
-    rows: slice
-    lo: float
-    hi: float
-    step_radius: float
-    projection: str
 
 
 def check_backend_options(cfg: AWMConfig, backend: str) -> None:
@@ -238,54 +220,32 @@ class AWMLoop:
 
     def _gate_features(self, trigger: torch.Tensor) -> None:
         """After the first hunt (trigger [C, H, W], the suspect's or the all-to-all objective's), before any mask
-        step: how compact the trigger is (recorded), whether the feature pull acts from now on, and what keeps it
-        from holding the backdoor where it does.
-
-        The pull acts wherever it was asked for (feature_distill_gate="always"), or with "compact" only where the
-        trigger is compact or the warp check named the suspect (round 23). It keeps the clean images' features, and
-        where the backdoor uses them it keeps part of the backdoor too; each kind of suspect gets its counterweight:
-
-        - all-to-one: the hunt may grow up to cfg.feature_distill_norm_max and take back what the pull would keep of
-          a dense trigger (round 24);
-        - all-to-all: the pull lets go of the features the trigger drives beyond its destination classes' own
-          (PenultimateFeatures.release at cfg.feature_distill_release; round 25). Without the release (0) it is off
-          there: it let the backdoor's reach back (round 24: 8x8 digits 29.1 -> 35.1%). The hunt keeps its radius
-          unless the trigger is spread (below SPREAD_WINDOW_SHARE in one window: a dense trigger's or a deep
-          network's stand-in), where it may grow as an all-to-one suspect's does (round 26);
-        - a warp suspect: neither; its additive stand-in, grown, is an adversarial perturbation rather than the
-          backdoor (round 23), and it drives no feature beyond its destination's (round 25)."""
+        step: records how compact the trigger is and applies the feature pull's gate (feature_distill.gate_pull):
+        the pull's weight from now on, the hunt's growth and, on an all-to-all backdoor, the release of the
+        features the trigger drives beyond its destinations' own."""
         share = trigger_window_share(trigger)
         if share is not None:
             self.gate_record["trigger_window_share"] = share
         if self.features is None:
             return
         cfg, search = self.cfg, self.search
-        compact = share is not None and share >= COMPACT_WINDOW_SHARE
-        if search.all_to_all and not cfg.feature_distill_release:
-            acts, why = False, "an all-to-all backdoor, feature_distill_release=0"
-        elif cfg.feature_distill_gate == "compact" and not (compact or search.warp_suspected):
-            acts, why = False, f"the trigger is not compact (below {COMPACT_WINDOW_SHARE} in one window)"
-        else:
-            acts, why = True, ""
+        gate = gate_pull(cfg, share, search.all_to_all, search.warp_suspected)
         shape = (f"{share:.2f} of the first hunt's trigger in one window" if share is not None
                  else "the first hunt's trigger is not an image, or all zero")
-        self.feature_weight = cfg.feature_distill_weight if acts else 0.0
-        # Where the pull acts the hunt may grow (round 24), but not a warp suspect's (round 23), nor an all-to-all
-        # hunt whose first trigger is compact: the patch found at its own size (round 26).
-        spread = share is not None and share < SPREAD_WINDOW_SHARE
-        if acts and not search.warp_suspected and (spread or not search.all_to_all):
+        self.feature_weight = cfg.feature_distill_weight if gate.acts else 0.0
+        if gate.grows:
             search.radius_max = max(search.radius_max, cfg.feature_distill_norm_max)
-        if not acts:
+        if not gate.acts:
             self.features.close()
             self.features = None
-            state = f"is off: {why}; {shape}"
+            state = f"is off: {gate.why_not}; {shape}"
         elif search.all_to_all:
             triggered = ops.apply_triggers(self.x, trigger[None], *cfg.input_bounds)[0]
             z = self.features.release(self.model, triggered, self.y, cfg.feature_distill_release, cfg.batch_size,
                                       self._autocast)
             released = int((z > cfg.feature_distill_release).sum())
             self.gate_record["feature_released"] = float(released)
-            grows = f"; the trigger is spread, so the hunt may grow to L1 {search.radius_max:g}" if spread else ""
+            grows = f"; the trigger is spread, so the hunt may grow to L1 {search.radius_max:g}" if gate.grows else ""
             state = (f"acts on an all-to-all backdoor, releasing the {released} of {z.numel()} features the trigger "
                      f"drives more than {cfg.feature_distill_release:g} spreads beyond its destinations' ({shape}"
                      f"{grows})")
@@ -339,103 +299,19 @@ class AWMLoop:
     # ---- step 1: trigger recovery (inner max) ------------------------------------------------------
 
     def _recover_triggers(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Triggers [K, C, H, W] (detached, inside the L1 ball) and the mean ascent loss."""
+        """Triggers [K, C, H, W] (detached, inside the L1 ball) and the mean ascent loss: the targeted search's
+        (K = 1), else the paper's ascent (awm_fast.ascent)."""
         if self.eager:
-            return self._recover_trigger_eager()
+            return ascend_eager(self.model, self.x, self.cfg, self._minibatches(), self._autocast)
         self._set_masks_trainable(False)
         try:
             if self.search is not None:
                 trigger, loss, _ = self.search.recover()
                 return trigger, loss
-            return self._recover_triggers_batched()
+            return ascend_batched(self.model, self.x, self._predictions(), self.cfg, self._minibatches(),
+                                  self.generator, self.chunk, self._autocast)
         finally:
             self._set_masks_trainable(True)
-
-    def _recover_trigger_eager(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The authors' mask_train() step 1: one universal Δ, SGD on -CE against the model's own labels."""
-        cfg = self.cfg
-        delta = torch.zeros((1, *self.x.shape[1:]), device=self.device, requires_grad=True)
-        optimizer = torch.optim.SGD([delta], lr=cfg.lr_trigger)
-        lo, hi = cfg.input_bounds
-        total = torch.zeros((), device=self.device)
-        for rows in self._minibatches():
-            images = self.x[rows]
-            with self._autocast():
-                own_labels = self.model(images).argmax(dim=1)
-            perturbed = (images + delta).clamp(lo, hi) if cfg.clamp_ascent else images + delta
-            with self._autocast():
-                loss = F.cross_entropy(self.model(perturbed).float(), own_labels)
-            optimizer.zero_grad()
-            (-loss).backward(retain_graph=True)
-            optimizer.step()
-            total += loss.detach()
-            if cfg.mode != "paper":
-                with torch.no_grad():
-                    flat = delta.view(1, -1)
-                    flat.copy_(ops.project_l1_ball(flat, cfg.trigger_norm, cfg.projection))
-        with torch.no_grad():
-            if cfg.projection == "rescale":
-                delta = delta * torch.clamp(cfg.trigger_norm / delta.abs().sum(), max=1.0)
-            else:
-                delta = ops.project_l1_ball(delta.view(1, -1), cfg.trigger_norm, "exact").view_as(delta)
-        # The ascent's backward also filled the masks' .grad, as in their code; the next zero_grad() clears it.
-        return delta.detach(), total / cfg.steps
-
-    def _recover_triggers_batched(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """K triggers at once: forwards over the [K·U] triggered distinct images, then the fused step op."""
-        cfg = self.cfg
-        k = cfg.num_triggers
-        kinds = self._trigger_kinds()
-        triggers = self._initial_triggers(k)
-        own_labels = self._predictions()
-        total = torch.zeros((), device=self.device)
-        for rows in self._minibatches():
-            unique_rows, weights = distinct(rows)
-            triggers.requires_grad_(True)
-            parts = [ops.apply_triggers(self.x[unique_rows], triggers[kind.rows], kind.lo, kind.hi) for kind in kinds]
-            perturbed = parts[0] if len(parts) == 1 else torch.cat(parts)  # [K, U, C, H, W]
-            flat = perturbed.detach().flatten(0, 1)
-            flat_labels, flat_weights = own_labels[unique_rows].repeat(k), weights.repeat(k)
-            grad_flat = torch.empty_like(flat)
-            # Σ_k (batch-mean CE of trigger k): each trigger's gradient is its own. Forwarded in chunks of at
-            # most forward_chunk images; the chunk gradients meet again in apply_triggers' backward.
-            for chunk in chunks(flat.shape[0], self.chunk):
-                piece = flat[chunk].requires_grad_(True)
-                with self._autocast():
-                    logits = self.model(piece).float()
-                loss = (F.cross_entropy(logits, flat_labels[chunk], reduction="none") * flat_weights[chunk]).sum()
-                (grad_flat[chunk],) = torch.autograd.grad(loss, piece)
-                total += loss.detach() / k
-            (grad,) = torch.autograd.grad(perturbed, triggers, grad_flat.view_as(perturbed))
-            triggers = triggers.detach()
-            for kind in kinds:
-                ops.trigger_step(triggers[kind.rows], grad[kind.rows], cfg.lr_trigger, kind.step_radius, "plain",
-                                 kind.projection)
-        projected = [ops.project_l1_ball(triggers[kind.rows].flatten(1), cfg.trigger_norm, kind.projection)
-                     for kind in kinds]
-        return torch.cat(projected).view_as(triggers), total / cfg.steps
-
-    def _trigger_kinds(self) -> list[TriggerKind]:
-        """How each trigger is recovered: the dense ones as cfg says, then the cfg.sparse_triggers sparse ones."""
-        cfg = self.cfg
-        dense = cfg.num_triggers - cfg.sparse_triggers
-        lo, hi = cfg.input_bounds if cfg.clamp_ascent else (-math.inf, math.inf)
-        # The paper projects once after the loop; otherwise every step is a projected ascent step.
-        radius = math.inf if cfg.mode == "paper" else cfg.trigger_norm
-        kinds = [TriggerKind(slice(0, dense), lo, hi, radius, cfg.projection),
-                 TriggerKind(slice(dense, cfg.num_triggers), *cfg.input_bounds, cfg.trigger_norm, "exact")]
-        return [kind for kind in kinds if kind.rows.stop > kind.rows.start]
-
-    def _initial_triggers(self, k: int) -> torch.Tensor:
-        """The first trigger of each kind (dense, sparse) starts at zero, as the paper's; every other one (a
-        restart) at a random point of L1 norm τ/2."""
-        shape = (k, *self.x.shape[1:])
-        triggers = torch.zeros(shape)
-        restarts = [row for row in range(1, k) if row != k - self.cfg.sparse_triggers]
-        if restarts:
-            triggers[restarts] = random_l1_points(len(restarts), shape[1:], 0.5 * self.cfg.trigger_norm,
-                                                  self.generator)
-        return triggers.to(self.device)
 
     # ---- step 2: mask update (outer min) ---------------------------------------------------------------
 

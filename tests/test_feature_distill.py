@@ -11,7 +11,7 @@ import torch.nn as nn
 import awm_fast
 import awm_fast.loop
 from awm_fast import AWMConfig
-from awm_fast.feature_distill import PenultimateFeatures, last_linear, trigger_window_share
+from awm_fast.feature_distill import PenultimateFeatures, gate_pull, last_linear, trigger_window_share
 from awm_fast.loop import trusted_rows
 
 from tiny_models import tiny_cnn, tiny_data
@@ -178,6 +178,37 @@ def test_the_window_share_against_windows_summed_by_hand():
     assert trigger_window_share(torch.ones(1, 8, 8)) == pytest.approx(4 / 64)  # 2x2 windows on 8x8
     for says_nothing in (torch.zeros(1, 8, 8), torch.ones(784), torch.ones(3, 1, 1)):
         assert trigger_window_share(says_nothing) is None
+
+
+# (gate, release, share, all_to_all, warp_suspected) -> (acts, grows), written out from the rules of rounds 23-26:
+# compact >= 0.5, spread < 0.25; the pull is off on an all-to-all backdoor without the release and, with the compact
+# gate, on a trigger that is not compact unless the warp check named the suspect; where it acts the hunt grows except
+# for a warp suspect, and on an all-to-all backdoor only where the trigger is spread.
+GATE_CASES = [
+    ("always", 2.0, 0.7, False, False, True, True),  # all-to-one patch
+    ("always", 2.0, 0.1, False, False, True, True),  # all-to-one blend
+    ("always", 2.0, None, False, False, True, True),  # not an image: all-to-one still grows
+    ("always", 2.0, 0.1, False, True, True, False),  # warp suspect: acts, never grows
+    ("always", 2.0, 0.4, True, False, True, False),  # all-to-all patch: acts, keeps its radius
+    ("always", 2.0, 0.25, True, False, True, False),  # exactly the threshold is not spread
+    ("always", 2.0, 0.15, True, False, True, True),  # all-to-all spread trigger: grows
+    ("always", 2.0, None, True, False, True, False),  # all-to-all, nothing known of the shape
+    ("always", 0.0, 0.15, True, False, False, False),  # all-to-all without the release: off
+    ("always", 0.0, 0.7, False, False, True, True),  # the release matters on all-to-all only
+    ("compact", 2.0, 0.5, False, False, True, True),  # exactly the threshold is compact
+    ("compact", 2.0, 0.3, False, False, False, False),
+    ("compact", 2.0, None, False, False, False, False),
+    ("compact", 2.0, 0.1, False, True, True, False),  # the warp check opens the compact gate
+    ("compact", 2.0, 0.3, True, False, False, False),
+]
+
+
+@pytest.mark.parametrize("gate, release, share, all_to_all, warp, acts, grows", GATE_CASES)
+def test_the_pull_gate_decides_as_the_rounds_measured(gate, release, share, all_to_all, warp, acts, grows):
+    cfg = AWMConfig(feature_distill_gate=gate, feature_distill_release=release).resolve(784, 10)
+    decided = gate_pull(cfg, share, all_to_all, warp)
+    assert (decided.acts, decided.grows) == (acts, grows)
+    assert (decided.why_not == "") == acts
 
 
 def test_the_default_weight_resolves_by_mode_search_and_model():
