@@ -1,0 +1,73 @@
+# One purify with ACC/ASR after every outer epoch and the warp check's reach of the suspect then: the mean
+# cross-entropy to the suspect class that half-pixel smooth warps (awm_fast.warp, WARP_STEPS Adam steps) reach from
+# the few-shot images on the masked model; low = the warping backdoor is there. Label-free, unlike ACC/ASR.
+#   AWM_CACHE=DIR python docs/round27/trajectory.py MODEL ATTACK:SEED ['json overrides']  -> one JSON line
+# With COPIES=runner-up the copies sent to the warp suspect are kept only where, the suspect aside, the model still
+# ranks the copy's own label first (the probe of round 27, runner_up_consistent below).
+import importlib
+import json
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "round5"))
+from cases import case_from_argv
+
+import awm_fast
+from awm_fast import inputs, metrics, warp
+
+purify_module = importlib.import_module("awm_fast.purify")  # awm_fast.purify is the function
+
+
+def runner_up_consistent(model, x, y, copies, generator=None, pool=inputs.CONSISTENT_POOL, suspect=None):
+    """inputs.augment_one_shot_consistent, keeping a copy the model sends to the suspect only where its runner-up
+    class is the copy's own label; the same candidates (same draws) otherwise."""
+    if copies == 0:
+        return x, y
+    augmented, labels = inputs.augment_one_shot(x, y, copies * pool, generator)
+    candidates, candidate_labels = augmented[len(x):], labels[len(x):]
+    with torch.no_grad():
+        logits = torch.cat([model(chunk) for chunk in candidates.split(256)])
+    predicted = logits.argmax(dim=1)
+    consistent = predicted == candidate_labels
+    if suspect is not None:
+        others = logits.clone()
+        others[:, suspect] = -torch.inf
+        consistent |= (predicted == suspect) & (others.argmax(dim=1) == candidate_labels)
+    consistent = consistent.view(len(x), copies * pool)
+    keep = (consistent & (consistent.long().cumsum(dim=1) <= copies)).flatten()
+    return torch.cat([x, candidates[keep]]), torch.cat([y, candidate_labels[keep]])
+
+
+copies_rule = os.environ.get("COPIES", "landed")
+if copies_rule == "runner-up":
+    purify_module.augment_one_shot_consistent = runner_up_consistent
+model_name, name, seed, overrides, model, attack, few, (x_eval, y_eval) = case_from_argv(sys.argv)
+x_few, _ = few
+cfg = awm_fast.AWMConfig().resolve(x_few[0].numel(), len(x_few))
+suspect = warp.warp_suspect(model, x_few, cfg)
+rows = []
+
+
+def warp_reach(masked):
+    with torch.no_grad():
+        own = masked(x_few).argmax(dim=1)
+    # The loop calls eval_fn under no_grad; the masks' .grad this leaves, the next mask step's zero_grad clears.
+    with torch.enable_grad():
+        return float(warp._warp_losses(masked, x_few, own, torch.tensor([suspect]), cfg, warp.WARP_STEPS)[0])
+
+
+def eval_fn(masked):
+    acc = metrics.clean_accuracy(masked, x_eval, y_eval)
+    asr = metrics.attack_success_rate(masked, x_eval, y_eval, attack)
+    rows.append([round(100 * acc, 1), round(100 * asr, 1), None if suspect is None else round(warp_reach(masked), 2)])
+    return {}
+
+
+start = time.perf_counter()
+result = awm_fast.purify(model, few, seed=seed, eval_fn=eval_fn, **overrides)
+print(json.dumps({"case": f"{model_name}/{name}:{seed}", "copies": copies_rule, "overrides": overrides,
+                  "suspect": suspect, "rows": rows, "hunts": [round(r["ascent_loss"], 2) for r in result.history],
+                  "seconds": round(time.perf_counter() - start)}), flush=True)
