@@ -62,7 +62,7 @@ def _runner_up(reach: torch.Tensor, suspect: int) -> float | None:
 
 
 def leaving_verdict(own: torch.Tensor, moved: torch.Tensor, staying: Sequence[int], num_classes: int,
-                     channel_share: float = ALL_TO_ALL_CHANNELS) -> tuple[int | None, bool]:
+                    channel_share: float = ALL_TO_ALL_CHANNELS) -> tuple[int | None, bool]:
     """What one universal leaving search of the all-to-all check shows, from the images' labels [M] int64 without
     (own) and with (moved) its trigger, a move to a staying class counting as none: (sink, all_to_all). sink: the class
     that takes more than SINK_SHARE of the images moved, if one does (all_to_all is then False). all_to_all: the

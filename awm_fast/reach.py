@@ -19,7 +19,7 @@ from awm_fast.config import AWMConfig
 
 
 def reach_losses(model: nn.Module, inputs: torch.Tensor, classes: torch.Tensor, own: torch.Tensor, cfg: AWMConfig,
-                  chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+                 chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """How easily each perturbation reaches its class. inputs [K·U, C, H, W] are U images under each of K
     perturbations (perturbation-major); perturbation k aims at class classes[k]; own [U] are the images' own
     labels. Returns (the gradient of the summed losses with respect to inputs [K·U, C, H, W], losses [K] fp32):
@@ -37,7 +37,7 @@ def reach_losses(model: nn.Module, inputs: torch.Tensor, classes: torch.Tensor, 
 
 
 def away_losses(model: nn.Module, inputs: torch.Tensor, k: int, own: torch.Tensor, staying: list[int],
-                 cfg: AWMConfig, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+                cfg: AWMConfig, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """How far each perturbation moves the images off their own labels. inputs [K·U, C, H, W] as in reach_losses;
     own [U] the images' own labels; staying: classes a move to which counts as none. Returns (the gradient of the
     summed losses with respect to inputs, losses [K] fp32): each loss is the mean over the images whose own label

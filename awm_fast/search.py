@@ -210,15 +210,15 @@ class TargetedSearch:
             losses.append(self._descend(candidates, block, SCREEN_STEPS, rows=rows)[1])
         return torch.cat(losses)
 
-    def _check_all_to_all(self, channel_share: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _check_all_to_all(self, share: float) -> tuple[torch.Tensor, torch.Tensor] | None:
         """After naming the suspect: (the all-to-all trigger [C, H, W], its loss) when the backdoor is all-to-all
         (then self.all_to_all and self.staying are set), else None (and nothing is changed). Checks at each radius
-        of ALL_TO_ALL_RADII in turn, asking channel_share of the classes left as channels (all_to_all.channel_share);
+        of ALL_TO_ALL_RADII in turn, asking `share` of the classes left as channels (all_to_all.channel_share);
         the hunt keeps the suspect's radius, or a larger one that found the backdoor."""
         suspect_radius, found = self.radius, None
         for fraction in ALL_TO_ALL_RADII:
             self.radius = suspect_radius * fraction  # _descend and _random_candidates search self.radius
-            found = self._check_all_to_all_at_radius(channel_share)
+            found = self._check_all_to_all_at_radius(share)
             if found is not None:
                 break
         self.radius = suspect_radius
@@ -231,7 +231,7 @@ class TargetedSearch:
             found = self._leaving_search(self._check_generator(), self.staying)
         return found
 
-    def _check_all_to_all_at_radius(self, channel_share: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _check_all_to_all_at_radius(self, share: float) -> tuple[torch.Tensor, torch.Tensor] | None:
         """_check_all_to_all at self.radius.
 
         Up to ALL_TO_ALL_SEARCHES universal searches move the images off their own labels, a move to a staying
@@ -246,7 +246,7 @@ class TargetedSearch:
             if num_classes - len(staying) < 2:  # nothing left to spread over (and leaving would be impossible)
                 break
             trigger, loss = self._leaving_search(generator, staying)
-            sink, all_to_all = leaving_verdict(own, self._labels(trigger), staying, num_classes, channel_share)
+            sink, all_to_all = leaving_verdict(own, self._labels(trigger), staying, num_classes, share)
             if sink is not None:  # count it as staying and search again
                 staying = [*staying, sink]
                 continue
@@ -286,10 +286,10 @@ class TargetedSearch:
             perturbed = ops.apply_triggers(self.x[batch], candidates, lo, hi)  # [K, U, C, H, W]
             if classes is None:
                 grad_flat, losses = away_losses(self.model, perturbed.detach().flatten(0, 1), candidates.shape[0],
-                                                 own_labels[batch], list(staying), cfg, self.chunk)
+                                                own_labels[batch], list(staying), cfg, self.chunk)
             else:
                 grad_flat, losses = reach_losses(self.model, perturbed.detach().flatten(0, 1), classes,
-                                                  own_labels[batch], cfg, self.chunk)
+                                                 own_labels[batch], cfg, self.chunk)
             (grad,) = torch.autograd.grad(perturbed, candidates, grad_flat.view_as(perturbed))
             candidates = candidates.detach()
             # Descent with a step of fixed L1 length whatever the gradient's scale (it shrinks as CE falls).
