@@ -1,6 +1,7 @@
 """The AWM outer loop (ALGORITHM.md) over a model whose layers already carry masks.
 
-Two implementations of each phase, chosen by the masked modules' backend:
+Two implementations of each phase, chosen by the masked modules' backend (the trigger ascent's live in
+awm_fast.ascent, the mask step's here):
 
 - eager (backend "reference"): the authors' mask_train() line by line, including what their code costs:
   the masks keep requiring grad during trigger recovery (so every backward also forms the weight

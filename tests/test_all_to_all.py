@@ -224,7 +224,6 @@ def test_an_all_to_one_backdoor_that_stands_out_is_hunted_even_beside_an_all_to_
 
 
 def test_stands_out_compares_the_suspect_with_every_other_class():
-
     reach = torch.tensor([0.5, 0.004, 0.6, float("inf")])
     assert stands_out(reach, 1)  # 0.004 * 100 <= 0.5
     assert not stands_out(torch.tensor([0.5, 0.006, 0.6]), 1)
@@ -346,7 +345,6 @@ def test_leaving_verdict_names_sinks_and_calls_source_dependent_moves_all_to_all
 
 
 def test_the_channel_share_is_a_quarter_only_where_no_class_stands_out_even_twice():
-
     assert channel_share(torch.tensor([0.5, 0.3, 0.4]), 1) == all_to_all.ALL_TO_ALL_CHANNELS_EVEN == 0.25
     assert channel_share(torch.tensor([0.5, 0.2, 0.4]), 1) == all_to_all.ALL_TO_ALL_CHANNELS == 1 / 3  # 0.4 / 0.2 = 2
     assert channel_share(torch.tensor([0.0, 1e-9]), 0) == 1 / 3  # a suspect at 0 stands out without bound
