@@ -189,6 +189,14 @@ class AWMConfig:
                        for 1.4 more ASR (6 models, one over the 5% bar: 7.0 vs 3.9). On 8x8 digits it costs
                        accuracy instead (round 20: WaNet 2.3 points, Blend 2.1, SIG 1.5, same ASR), with
                        the masks nearer 1. Opt-in.                                                          0
+        warp_copies:   when the warp check names the suspect: keep an augmented copy the model sends to the suspect
+                       only where, the suspect aside, the model still ranks the copy's own label first (a crop
+                       cut past recognition is label noise), and add the images the check's own flow field for
+                       the suspect sends there, with their own labels (awm_fast.warp.warped_copies): whole images
+                       where the warping backdoor fires, trained back. Measured (docs/EFFICACY.md, round 27;
+                       Fashion-MNIST SmallCNN WaNet, one image per class, 3 seeds): 81.7 / 1.8 (drop 4.6) against
+                       80.4 / 2.7 (drop 5.9); the filter alone 83.1 / 6.7, the added images alone on s0 74.4 /
+                       0.7 against 76.8 / 1.5. Not yet checked beyond those three models: opt-in.        False
         select_epoch:  keep the masks of the outer epoch with the lowest label-free score instead of
                        the last epoch's: the freshly recovered trigger's own attack success (largest
                        share of the clean images it sends to one class they were not predicted as)
@@ -374,6 +382,7 @@ class AWMConfig:
     feature_distill_gate: str = "always"
     feature_distill_release: float = FEATURE_DISTILL_RELEASE
     warp_mask_pull: float = 0.0
+    warp_copies: bool = False
     select_epoch: bool | None = None
     mask_layers: MaskLayers | None = None
     input_bounds: tuple[float, float] = (0.0, 1.0)
@@ -431,7 +440,7 @@ class AWMConfig:
         for name in ("one_shot_filter", "augment_beyond_one_shot"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool or None, got {getattr(self, name)!r}")
-        for name in ("all_to_all_check", "distill_correct_only", "residual_check"):
+        for name in ("all_to_all_check", "distill_correct_only", "residual_check", "warp_copies"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.seed is not None:

@@ -129,7 +129,8 @@ def augment_one_shot(x: torch.Tensor, y: torch.Tensor, copies: int,
 
 def augment_one_shot_consistent(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, copies: int,
                                 generator: torch.Generator | None = None, pool: int = CONSISTENT_POOL,
-                                suspect: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                                suspect: int | None = None,
+                                suspect_runner_up: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """augment_one_shot, keeping only label-consistent copies: those `model` assigns to their source's label,
     and, when `suspect` names a suspected backdoor target class, also those it assigns to `suspect`.
 
@@ -140,6 +141,9 @@ def augment_one_shot_consistent(model: torch.nn.Module, x: torch.Tensor, y: torc
     suspected target keep their source's label: they are where a backdoor fires on natural transformations
     (a warping backdoor's model sends most resampled crops to its target), and training them back to their
     class is what erases it (docs/EFFICACY.md, round 6).
+    suspect_runner_up: a copy sent to `suspect` is kept only where, the suspect aside, `model` still ranks the
+    copy's own label first: the backdoor pulled it, but it still shows its class. A crop cut past recognition that
+    lands on the suspect is label noise (docs/EFFICACY.md, round 27: it costs WaNet's accuracy in the first epoch).
     Draws `pool`·`copies` candidates per image in one batch and keeps, per image, the first `copies` whose
     argmax under `model` is the image's label or `suspect` (fewer when fewer pass; never more). `model` must be in eval
     mode on x's device. x [N, C, H, W], y [N] -> the originals, then the kept copies grouped by source image.
@@ -149,10 +153,15 @@ def augment_one_shot_consistent(model: torch.nn.Module, x: torch.Tensor, y: torc
     augmented, labels = augment_one_shot(x, y, copies * pool, generator)
     candidates, candidate_labels = augmented[len(x):], labels[len(x):]
     with torch.no_grad():
-        predicted = torch.cat([model(chunk).argmax(dim=1) for chunk in candidates.split(256)])
+        logits = torch.cat([model(chunk) for chunk in candidates.split(256)])
+    predicted = logits.argmax(dim=1)
     consistent = predicted == candidate_labels
     if suspect is not None:
-        consistent |= predicted == suspect
+        sent = predicted == suspect
+        if suspect_runner_up:
+            runner_up = logits.index_fill(1, torch.tensor([suspect], device=logits.device), -torch.inf).argmax(dim=1)
+            sent &= runner_up == candidate_labels
+        consistent |= sent
     consistent = consistent.view(len(x), copies * pool)  # candidates are grouped by source
     keep = (consistent & (consistent.long().cumsum(dim=1) <= copies)).flatten()
     return torch.cat([x, candidates[keep]]), torch.cat([y, candidate_labels[keep]])

@@ -38,7 +38,7 @@ from awm_fast.search import (
     TargetedSearch,
     screens_classes,
 )
-from awm_fast.warp import warp_suspect
+from awm_fast.warp import warp_suspect, warped_copies
 
 
 @dataclasses.dataclass
@@ -144,11 +144,18 @@ def purify(model: nn.Module, data, config: AWMConfig | None = None, *,
             # The targeted search also checks for a warping backdoor, whose target its patches cannot name: the
             # copies the model sends there are where that backdoor fires, so they are kept (with their labels).
             suspect = warp_suspect(work, x, cfg, generator) if cfg.trigger_search == "targeted" else None
-            x, y = augment_one_shot_consistent(work, x, y, copies, generator, suspect=suspect)
+            x, y = augment_one_shot_consistent(work, x, y, copies, generator, suspect=suspect,
+                                               suspect_runner_up=cfg.warp_copies)
             if verbose:
                 also = "" if suspect is None else f" (and those sent to class {suspect}, which half-pixel warps reach)"
                 print(f"purify: kept {x.shape[0] - originals} label-consistent augmented copies{also} of "
                       f"{copies * originals} wanted", file=sys.stderr)
+            if suspect is not None and cfg.warp_copies:
+                kept = x.shape[0]
+                x, y = warped_copies(work, x, y, suspect, cfg)
+                if verbose:
+                    print(f"purify: added {x.shape[0] - kept} images the warp check's flow field sends to class "
+                          f"{suspect} (warp_copies)", file=sys.stderr)
         search = TargetedSearch(work, x, cfg, generator, suspect) if cfg.trigger_search == "targeted" else None
         attached = attach_masks(work, layer_names, backend)
         trigger, history = AWMLoop(work, attached, x, y, cfg, generator, eval_fn, verbose, search).run()

@@ -61,11 +61,38 @@ def warp_suspect(model: nn.Module, x: torch.Tensor, cfg: AWMConfig,
     return int(classes[easiest]) if float(losses[easiest]) < WARP_REACH_CE else None
 
 
+def warped_copies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, suspect: int,
+                  cfg: AWMConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images x [N, C, H, W] (labels y [N] int64), then those of them that the warp check's own flow field for
+    `suspect` sends there, with their own labels: ([N + W, C, H, W], [N + W]).
+
+    The field is fitted as warp_suspect fits it (WARP_STEPS Adam steps) on the model's labels of the first
+    WARP_MAX_IMAGES images (purify's originals come first), then applied to every image. Whole images where the
+    warping backdoor fires, trained back to their labels, erase it as the crops round 6 keeps do, without a crop's
+    label noise (docs/EFFICACY.md, round 27). Images labelled `suspect` are not added. `model` in eval mode."""
+    fitted = x[:WARP_MAX_IMAGES]
+    with torch.no_grad(), autocast(cfg, x.device):
+        own = model(fitted).argmax(dim=1)
+    theta, _ = _fit_flows(model, fitted, own, torch.tensor([suspect], device=x.device), cfg, WARP_STEPS)
+    with torch.no_grad():
+        warped = _warp(x, theta.detach())
+        with autocast(cfg, x.device):
+            sent = torch.cat([model(part).argmax(dim=1) for part in warped.split(forward_chunk(cfg, x.device))])
+    keep = (sent == suspect) & (y != suspect)
+    return torch.cat([x, warped[keep]]), torch.cat([y, y[keep]])
+
+
 def _warp_losses(model: nn.Module, x: torch.Tensor, own: torch.Tensor, classes: torch.Tensor, cfg: AWMConfig,
                  steps: int) -> torch.Tensor:
     """Per class of classes [K] int64, how easily smooth warps reach it from the images x [M, C, H, W] (own [M]:
     their labels): one flow field per class, `steps` Adam steps; the mean cross-entropy [K] fp32 measured before the
     last step (inf for a class every image already is)."""
+    return _fit_flows(model, x, own, classes, cfg, steps)[1]
+
+
+def _fit_flows(model: nn.Module, x: torch.Tensor, own: torch.Tensor, classes: torch.Tensor, cfg: AWMConfig,
+               steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """_warp_losses' fit: (the flow fields theta [K, 2, WARP_GRID, WARP_GRID] after the last step, the losses)."""
     theta = torch.zeros(classes.shape[0], 2, WARP_GRID, WARP_GRID, device=x.device, requires_grad=True)
     optimizer = torch.optim.Adam([theta], lr=WARP_LR)
     for _ in range(steps):
@@ -74,7 +101,7 @@ def _warp_losses(model: nn.Module, x: torch.Tensor, own: torch.Tensor, classes: 
         grad_warped, losses = reach_losses(model, warped, classes, own, cfg, forward_chunk(cfg, x.device))
         _warp(x, theta).backward(grad_warped)  # the warp again, this time to carry the gradient to theta
         optimizer.step()
-    return losses
+    return theta.detach(), losses
 
 
 def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:

@@ -62,6 +62,51 @@ def test_consistent_augmentation_keeps_exactly_the_first_label_consistent_copies
     assert 4 < len(xa) <= 4 * (1 + copies) and (torch.bincount(ya) <= 1 + copies).all()
 
 
+class RampBackdoor(torch.nn.Module):
+    """Scores class c of 4 by -|4·mean brightness - (c + 0.5)|, plus a backdoor: a left-to-right ramp steeper than
+    0.02 per column adds 10 to class 3. Under the backdoor the runner-up is the brightness class (rules the test
+    can recompute)."""
+
+    def forward(self, x):
+        level = x.mean(dim=(1, 2, 3)).unsqueeze(1) * 4
+        scores = -(level - (torch.arange(4) + 0.5)).abs()
+        slope = (x[..., -1] - x[..., 0]).mean(dim=(1, 2)) / (x.shape[-1] - 1)
+        return scores + 10 * (slope > 0.02).float().unsqueeze(1) * F.one_hot(torch.tensor(3), 4).float()
+
+
+def test_suspect_copies_need_their_own_label_as_runner_up_when_asked():
+    copies, suspect = 4, 3
+    ramp = torch.linspace(-0.2, 0.2, 8).view(1, 1, 1, 8)
+    x = (torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 0.1
+         + torch.arange(4).view(4, 1, 1, 1) * 0.25 + 0.165 + ramp).clamp(0, 1)
+    y = torch.tensor([0, 1, 2, 3])
+    model = RampBackdoor()
+    strict = augment_one_shot_consistent(model, x, y, copies, torch.Generator().manual_seed(3), suspect=suspect,
+                                         suspect_runner_up=True)
+    loose = augment_one_shot_consistent(model, x, y, copies, torch.Generator().manual_seed(3), suspect=suspect)
+    # Independent reference: the same candidates, each scored and ranked by hand.
+    candidates, labels = augment_one_shot(x, y, copies * CONSISTENT_POOL, torch.Generator().manual_seed(3))
+    expected_x, expected_y = [x], [y]
+    dropped = 0  # candidates sent to the suspect whose runner-up is another class than their own
+    for source in range(4):
+        kept = 0
+        for j in range(copies * CONSISTENT_POOL):
+            row = 4 + source * copies * CONSISTENT_POOL + j
+            scores = model(candidates[row:row + 1])[0].tolist()
+            ranked = sorted(range(4), key=lambda c: -scores[c])
+            label = int(labels[row])
+            runner_up = [c for c in ranked if c != suspect][0]
+            dropped += ranked[0] == suspect != label and runner_up != label
+            if kept < copies and (ranked[0] == label or (ranked[0] == suspect and runner_up == label)):
+                expected_x.append(candidates[row:row + 1]), expected_y.append(labels[row:row + 1])
+                kept += 1
+    torch.testing.assert_close(strict[0], torch.cat(expected_x), rtol=0, atol=0)
+    assert strict[1].tolist() == torch.cat(expected_y).tolist()
+    sent = (model(strict[0]).argmax(1) == suspect) & (strict[1] != suspect)
+    assert dropped > 0 and sent.any()  # the rule has copies to drop and copies to keep here
+    assert not torch.equal(strict[0], loose[0])  # without the rule other copies fill the pool's places
+
+
 def test_consistent_augmentation_keeps_only_the_originals_when_no_copy_passes():
     x, y = torch.rand(2, 1, 8, 8), torch.tensor([0, 1])
     always_class_3 = lambda images: F.one_hot(torch.full((len(images),), 3), 4).float()  # noqa: E731

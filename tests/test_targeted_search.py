@@ -25,7 +25,7 @@ from awm_fast.search import (
     TARGETED_STEPS,
     TargetedSearch,
 )
-from awm_fast.warp import WARP_MAX_IMAGES, warp_suspect
+from awm_fast.warp import WARP_MAX_IMAGES, warp_suspect, warped_copies
 
 from tiny_models import tiny_cnn, tiny_data
 
@@ -492,6 +492,44 @@ def test_one_shot_filter_with_the_targeted_search_keeps_the_copies_sent_to_the_w
             f"{BACKDOOR_CLASS}, which half-pixel warps reach) of 36 wanted") in capsys.readouterr().err
     assert result.config.one_shot_filter
     assert result.history[0]["suspect_class"] == BACKDOOR_CLASS  # the trigger search hunts the warp suspect's
+
+
+def test_warped_copies_are_the_images_the_suspects_flow_field_sends_there_with_their_own_labels():
+    x, y = planted_backdoor_data()
+    cfg = AWMConfig().resolve(64, len(x))
+    warping = ResamplingBackdoor().eval()
+    got_x, got_y = warped_copies(warping, x, y, BACKDOOR_CLASS, cfg)
+    assert torch.equal(got_x[: len(x)], x) and torch.equal(got_y[: len(y)], y)
+    added_x, added_y = got_x[len(x):], got_y[len(x):]
+    assert len(added_x) > 0 and (added_y != BACKDOOR_CLASS).all()
+    assert (warping(added_x).argmax(dim=1) == BACKDOOR_CLASS).all()  # where the warping backdoor fires
+    # Each is a half-pixel warp of the image whose label it carries: nearer that image than any other.
+    nearest = torch.cdist(added_x.flatten(1), x.flatten(1)).argmin(dim=1)
+    assert torch.equal(y[nearest], added_y)
+    # A model whose backdoor is a patch: smooth warps send nothing to its target, and nothing is added.
+    patch_x, patch_y = warped_copies(planted_backdoor_model(), x, y, BACKDOOR_CLASS, cfg)
+    assert torch.equal(patch_x, x) and torch.equal(patch_y, y)
+
+
+def test_warp_copies_in_purify_add_the_warped_images_and_drop_unrecognisable_suspect_copies(capsys):
+    model, (x, y) = ResamplingBackdoor().eval(), planted_backdoor_data()
+    x, y = x[::2], y[::2]  # one image per class
+    options = {"trigger_search": "targeted", "one_shot_filter": True, "outer": 1, "seed": 4, "backend": "torch",
+               "mask_layers": "linear", "verbose": True}
+    result = awm_fast.purify(model, (x, y), warp_copies=True, **options)
+    # Independently: the copies purify keeps (runner-up rule), then the warped images it adds.
+    kept_x, kept_y = augment_one_shot_consistent(model, x, y, 9, torch.Generator().manual_seed(4),
+                                                 suspect=BACKDOOR_CLASS, suspect_runner_up=True)
+    cfg = AWMConfig().resolve(64, len(kept_x))
+    added = len(warped_copies(model, kept_x, kept_y, BACKDOOR_CLASS, cfg)[0]) - len(kept_x)
+    err = capsys.readouterr().err
+    assert added > 0 and f"added {added} images the warp check's flow field sends to class {BACKDOOR_CLASS}" in err
+    assert result.config.warp_copies and result.history[0]["suspect_class"] == BACKDOOR_CLASS
+    plain = awm_fast.purify(model, (x, y), **options)
+    assert "flow field" not in capsys.readouterr().err  # off by default
+    assert not all(torch.equal(result.masks[name], plain.masks[name]) for name in plain.masks)
+    with pytest.raises(ValueError, match="warp_copies must be a bool"):
+        AWMConfig(warp_copies=1).validate()
 
 
 def test_purify_adds_epochs_at_the_undecayed_rate_while_the_hunt_still_reaches_the_suspect():
