@@ -1,5 +1,6 @@
 # Tables R27-a/b/c of docs/EFFICACY.md, round 27, from runs.jsonl (trajectory.py's lines: ACC, ASR and the warp check's
-# reach after every epoch) and quantile_runs.jsonl (quantile_probe.py's lines).
+# reach after every epoch) and quantile_runs.jsonl (quantile_probe.py's lines). "runner-up + warped" is what
+# warp_copies=True does; warp_copies_runs.jsonl has the option itself run through knob_probe.py (the same figures).
 #   python docs/round27/table.py
 import json
 import os
@@ -25,7 +26,8 @@ print("Table R27-a: WaNet SmallCNNs, ACC / ASR after epoch 1 and after the run; 
 print("| seed | copies | epoch 1 | final | lowest ASR (epoch) | warp reach: min - max |")
 print("|---|---|---|---|---|---|")
 for seed in range(3):
-    for copies, extra in (("landed", None), ("runner-up", None), ("runner-up", {"feature_distill_weight": 0})):
+    for copies, extra in (("landed", None), ("runner-up", None), ("runner-up", {"feature_distill_weight": 0}),
+                          ("landed + warped", None), ("runner-up + warped", None)):
         r = full(copies, f"small-cnn/wanet:{seed}", extra)
         if r is None:
             continue
