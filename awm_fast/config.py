@@ -196,7 +196,8 @@ class AWMConfig:
                        where the warping backdoor fires, trained back. Measured (docs/EFFICACY.md, round 27;
                        Fashion-MNIST SmallCNN WaNet, one image per class, 3 seeds): 81.7 / 1.8 (drop 4.6) against
                        80.4 / 2.7 (drop 5.9); the filter alone 83.1 / 6.7, the added images alone on s0 74.4 /
-                       0.7 against 76.8 / 1.5. Not yet checked beyond those three models: opt-in.        False
+                       0.7 against 76.8 / 1.5. Not carried over: two held-out WaNets 83.2 / 1.7 -> 82.5 / 0.7,
+                       8x8 digits warp suspects 92.5 / 0.1 -> 92.0 / 0.0 (6 models). Opt-in.                False
         select_epoch:  keep the masks of the outer epoch with the lowest label-free score instead of
                        the last epoch's: the freshly recovered trigger's own attack success (largest
                        share of the clean images it sends to one class they were not predicted as)
