@@ -25,24 +25,11 @@ from awm_fast.reach import reach_losses
 purify_module = importlib.import_module("awm_fast.purify")  # awm_fast.purify is the function
 
 
-def runner_up_consistent(model, x, y, copies, generator=None, pool=inputs.CONSISTENT_POOL, suspect=None):
-    """inputs.augment_one_shot_consistent, keeping a copy the model sends to the suspect only where its runner-up
-    class is the copy's own label; the same candidates (same draws) otherwise."""
-    if copies == 0:
-        return x, y
-    augmented, labels = inputs.augment_one_shot(x, y, copies * pool, generator)
-    candidates, candidate_labels = augmented[len(x):], labels[len(x):]
-    with torch.no_grad():
-        logits = torch.cat([model(chunk) for chunk in candidates.split(256)])
-    predicted = logits.argmax(dim=1)
-    consistent = predicted == candidate_labels
-    if suspect is not None:
-        others = logits.clone()
-        others[:, suspect] = -torch.inf
-        consistent |= (predicted == suspect) & (others.argmax(dim=1) == candidate_labels)
-    consistent = consistent.view(len(x), copies * pool)
-    keep = (consistent & (consistent.long().cumsum(dim=1) <= copies)).flatten()
-    return torch.cat([x, candidates[keep]]), torch.cat([y, candidate_labels[keep]])
+def runner_up_consistent(model, x, y, copies, generator=None, pool=inputs.CONSISTENT_POOL, suspect=None,
+                         suspect_runner_up=True):
+    """inputs.augment_one_shot_consistent with its runner-up rule on the copies sent to the suspect. The probe ran with
+    its own copy of the rule, which became suspect_runner_up (the same candidates, the same test)."""
+    return inputs.augment_one_shot_consistent(model, x, y, copies, generator, pool, suspect, suspect_runner_up=True)
 
 
 def fitted_flow(model, x, own, suspect, cfg):
@@ -62,7 +49,8 @@ def fitted_flow(model, x, own, suspect, cfg):
 
 def with_warped_copies(consistent):
     """consistent's kept images, plus those of them the suspect's fitted flow field warps to the suspect."""
-    def augment(model, x, y, copies, generator=None, pool=inputs.CONSISTENT_POOL, suspect=None):
+    def augment(model, x, y, copies, generator=None, pool=inputs.CONSISTENT_POOL, suspect=None,
+                suspect_runner_up=False):
         kept_x, kept_y = consistent(model, x, y, copies, generator, pool, suspect)
         if suspect is None:
             return kept_x, kept_y
