@@ -5,7 +5,7 @@
 # With COPIES=runner-up the copies sent to the warp suspect are kept only where, the suspect aside, the model still
 # ranks the copy's own label first (the probe of round 27, runner_up_consistent below). With WARP_COPIES=1 the images
 # warped by the warp check's own flow field for the suspect (fitted once on the original model over the kept images,
-# as the check fits it) that the model sends to the suspect are added with their own labels (with_warped_copies).
+# as the check fits it) that the model sends to the suspect are added with their own labels (warp.warped_copies).
 import importlib
 import json
 import os
@@ -19,8 +19,6 @@ from cases import case_from_argv
 
 import awm_fast
 from awm_fast import inputs, metrics, warp
-from awm_fast.batching import forward_chunk
-from awm_fast.reach import reach_losses
 
 purify_module = importlib.import_module("awm_fast.purify")  # awm_fast.purify is the function
 
@@ -32,38 +30,19 @@ def runner_up_consistent(model, x, y, copies, generator=None, pool=inputs.CONSIS
     return inputs.augment_one_shot_consistent(model, x, y, copies, generator, pool, suspect, suspect_runner_up=True)
 
 
-def fitted_flow(model, x, own, suspect, cfg):
-    """The warp check's flow field for the suspect [1, 2, g, g], fitted on x [M, C, H, W] as warp._warp_losses fits
-    it (WARP_STEPS Adam steps at WARP_LR)."""
-    classes = torch.tensor([suspect], device=x.device)
-    theta = torch.zeros(1, 2, warp.WARP_GRID, warp.WARP_GRID, device=x.device, requires_grad=True)
-    optimizer = torch.optim.Adam([theta], lr=warp.WARP_LR)
-    for _ in range(warp.WARP_STEPS):
-        optimizer.zero_grad()
-        warped = warp._warp(x, theta).detach()
-        grad, _ = reach_losses(model, warped, classes, own, cfg, forward_chunk(cfg, x.device))
-        warp._warp(x, theta).backward(grad)
-        optimizer.step()
-    return theta.detach()
-
-
 def with_warped_copies(consistent):
-    """consistent's kept images, plus those of them the suspect's fitted flow field warps to the suspect."""
+    """consistent's kept images, plus those of them the suspect's fitted flow field warps to the suspect
+    (warp.warped_copies, which the probe's own copy of this step became)."""
     def augment(model, x, y, copies, generator=None, pool=inputs.CONSISTENT_POOL, suspect=None,
                 suspect_runner_up=False):
         kept_x, kept_y = consistent(model, x, y, copies, generator, pool, suspect)
         if suspect is None:
             return kept_x, kept_y
         resolved = awm_fast.AWMConfig().resolve(x[0].numel(), len(x))
-        with torch.no_grad():
-            own = model(kept_x).argmax(dim=1)
-        with torch.enable_grad():
-            warped = warp._warp(kept_x, fitted_flow(model, kept_x, own, suspect, resolved))
-        with torch.no_grad():
-            sent = (model(warped).argmax(dim=1) == suspect) & (kept_y != suspect)
-        print(f"[probe] added {int(sent.sum())} of {len(kept_x)} warped images sent to class {suspect}",
+        with_x, with_y = warp.warped_copies(model, kept_x, kept_y, suspect, resolved)
+        print(f"[probe] added {len(with_x) - len(kept_x)} of {len(kept_x)} warped images sent to class {suspect}",
               file=sys.stderr)
-        return torch.cat([kept_x, warped[sent]]), torch.cat([kept_y, kept_y[sent]])
+        return with_x, with_y
     return augment
 
 
