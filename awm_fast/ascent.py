@@ -79,8 +79,8 @@ def ascend_batched(model: nn.Module, x: torch.Tensor, own_labels: torch.Tensor, 
     starts are drawn from `generator` before the first minibatch. Returns (triggers [K, C, H, W] detached, inside
     the L1 ball; the mean ascent loss)."""
     k = cfg.num_triggers
-    kinds = trigger_kinds(cfg)
-    triggers = initial_triggers(cfg, x.shape[1:], generator).to(x.device)
+    kinds = _trigger_kinds(cfg)
+    triggers = _initial_triggers(cfg, x.shape[1:], generator).to(x.device)
     total = torch.zeros((), device=x.device)
     for rows in minibatches:
         unique_rows, weights = distinct(rows)
@@ -109,7 +109,7 @@ def ascend_batched(model: nn.Module, x: torch.Tensor, own_labels: torch.Tensor, 
     return torch.cat(projected).view_as(triggers), total / cfg.steps
 
 
-def trigger_kinds(cfg: AWMConfig) -> list[TriggerKind]:
+def _trigger_kinds(cfg: AWMConfig) -> list[TriggerKind]:
     """How each trigger is recovered: the dense ones as cfg says, then the cfg.sparse_triggers sparse ones."""
     dense = cfg.num_triggers - cfg.sparse_triggers
     lo, hi = cfg.input_bounds if cfg.clamp_ascent else (-math.inf, math.inf)
@@ -120,7 +120,7 @@ def trigger_kinds(cfg: AWMConfig) -> list[TriggerKind]:
     return [kind for kind in kinds if kind.rows.stop > kind.rows.start]
 
 
-def initial_triggers(cfg: AWMConfig, shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
+def _initial_triggers(cfg: AWMConfig, shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
     """[num_triggers, *shape] fp32 on the CPU: the first trigger of each kind (dense, sparse) starts at zero, as the
     paper's; every other one (a restart) at a random point of L1 norm τ/2."""
     k = cfg.num_triggers
