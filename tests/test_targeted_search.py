@@ -511,7 +511,7 @@ def test_warped_copies_are_the_images_the_suspects_flow_field_sends_there_with_t
     assert torch.equal(patch_x, x) and torch.equal(patch_y, y)
 
 
-def test_warp_copies_in_purify_add_the_warped_images_and_drop_unrecognisable_suspect_copies(capsys):
+def test_warp_copies_in_purify_add_the_warped_images_and_drop_unrecognisable_suspect_copies_by_default(capsys):
     model, (x, y) = ResamplingBackdoor().eval(), planted_backdoor_data()
     x, y = x[::2], y[::2]  # one image per class
     options = {"trigger_search": "targeted", "one_shot_filter": True, "outer": 1, "seed": 4, "backend": "torch",
@@ -525,10 +525,15 @@ def test_warp_copies_in_purify_add_the_warped_images_and_drop_unrecognisable_sus
     err = capsys.readouterr().err
     assert added > 0 and f"added {added} images the warp check's flow field sends to class {BACKDOOR_CLASS}" in err
     assert result.config.warp_copies and result.history[0]["suspect_class"] == BACKDOOR_CLASS
-    plain = awm_fast.purify(model, (x, y), **options)
-    assert "flow field" not in capsys.readouterr().err  # off by default
+    default = awm_fast.purify(model, (x, y), **options)
+    assert default.config.warp_copies  # on by default in improved mode (round 28)
+    assert all(torch.equal(result.masks[name], default.masks[name]) for name in default.masks)
+    capsys.readouterr()
+    plain = awm_fast.purify(model, (x, y), warp_copies=False, **options)
+    assert "flow field" not in capsys.readouterr().err
     assert not all(torch.equal(result.masks[name], plain.masks[name]) for name in plain.masks)
-    with pytest.raises(ValueError, match="warp_copies must be a bool"):
+    assert not AWMConfig(mode="paper").resolve(64, 10).warp_copies
+    with pytest.raises(ValueError, match="warp_copies must be a bool or None"):
         AWMConfig(warp_copies=1).validate()
 
 
