@@ -7,13 +7,13 @@ import os
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "round5"))
-from cases import CACHE, _split, case_from_argv, percent
+from cases import percent
+from loaded import load
 
 import awm_fast
 from awm_fast import search as search_module
-from awm_fast import study
-from awm_fast.data import few_shot_subset, without_indices
 
 shares = []
 recover = search_module.TargetedSearch.recover
@@ -29,18 +29,7 @@ def recording_recover(self):
 
 search_module.TargetedSearch.recover = recording_recover
 
-if sys.argv[2].startswith("clean:"):
-    model_name, seed = sys.argv[1], int(sys.argv[2].split(":")[1])
-    overrides = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
-    split = _split("fashion-mnist")
-    epochs = 10 if model_name == "small-resnet" else 3
-    settings = study.StudySettings(cache=CACHE, train_limit=12000, train_epochs=epochs)
-    model = study._clean_model(settings, split, "fashion-mnist", model_name, seed)
-    x, y, used = few_shot_subset(split.x_test, split.y_test, 1, seed=seed)
-    x_eval, y_eval = [t[:2000] for t in without_indices(split.x_test, split.y_test, used)]
-    name, attack, few = "clean", study.build_attack("badnets", 28, 10), (x, y)
-else:
-    model_name, name, seed, overrides, model, attack, few, (x_eval, y_eval) = case_from_argv(sys.argv)
+model_name, name, seed, overrides, model, attack, few, (x_eval, y_eval) = load(sys.argv)
 start = time.perf_counter()
 result = awm_fast.purify(model, few, seed=seed, **overrides)
 history = result.history
