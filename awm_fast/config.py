@@ -198,7 +198,7 @@ class AWMConfig:
                        small ResNet's WaNet 65.0 / 1.6 -> 73.3 / 1.8 (3 seeds: drop 20.6 -> 12.3), the table's
                        Fashion-MNIST SmallCNN WaNet 80.4 / 2.7 -> 81.7 / 1.8 (drop 5.9 -> 4.6), two held-out
                        WaNet SmallCNNs 83.2 / 1.7 -> 82.5 / 0.7, 8x8 digits warp suspects 92.5 / 0.1 -> 92.0 /
-                       0.0 (6 models). None = True in improved mode (round 28), False in paper mode.        None
+                       0.0 (6 models). None = True in improved mode where the warp check runs (round 28).  None
         select_epoch:  keep the masks of the outer epoch with the lowest label-free score instead of
                        the last epoch's: the freshly recovered trigger's own attack success (largest
                        share of the clean images it sends to one class they were not predicted as)
@@ -457,6 +457,9 @@ class AWMConfig:
             if self.residual_outer and not (self.residual_check and self.resolved_trigger_search() == "targeted"):
                 raise ValueError(f"residual_outer={self.residual_outer} needs residual_check=True and "
                                  "trigger_search='targeted': the residual check decides whether another epoch runs")
+        if self.warp_copies and not self._checks_warps():
+            raise ValueError("warp_copies=True needs one_shot_filter=True and trigger_search='targeted': it acts on "
+                             "the copies of the suspect that the targeted search's warp check names")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}")
         for name in ("gamma",):
@@ -494,6 +497,12 @@ class AWMConfig:
     def resolved_trigger_search(self) -> str:
         """trigger_search, or the mode's choice when None: "targeted" in improved mode (round 7)."""
         return self.trigger_search or ("targeted" if self.mode == "improved" else "untargeted")
+
+    def _checks_warps(self) -> bool:
+        """Whether purify runs the warp check (on one_shot_filter's copies, for the targeted search), where
+        warp_copies acts."""
+        filters = self.one_shot_filter if self.one_shot_filter is not None else self.mode == "improved"
+        return filters and self.resolved_trigger_search() == "targeted"
 
     def resolved_augment_beyond_one_shot(self) -> bool:
         """augment_beyond_one_shot, or the mode's choice when None: True in improved mode (round 8)."""
@@ -567,7 +576,7 @@ class AWMConfig:
             trigger_norm=float(trigger_norm),
             trigger_search=self.resolved_trigger_search(),
             one_shot_filter=self.one_shot_filter if self.one_shot_filter is not None else improved,
-            warp_copies=self.warp_copies if self.warp_copies is not None else improved,
+            warp_copies=self.warp_copies if self.warp_copies is not None else improved and self._checks_warps(),
             augment_beyond_one_shot=self.resolved_augment_beyond_one_shot(),
             targeted_norm=targeted_norm,
             targeted_norm_max=float(targeted_norm_max),

@@ -532,9 +532,12 @@ def test_warp_copies_in_purify_add_the_warped_images_and_drop_unrecognisable_sus
     plain = awm_fast.purify(model, (x, y), warp_copies=False, **options)
     assert "flow field" not in capsys.readouterr().err
     assert not all(torch.equal(result.masks[name], plain.masks[name]) for name in plain.masks)
-    assert not AWMConfig(mode="paper").resolve(64, 10).warp_copies
     with pytest.raises(ValueError, match="warp_copies must be a bool or None"):
         AWMConfig(warp_copies=1).validate()
+    for without_its_check in ({"mode": "paper"}, {"one_shot_filter": False}, {"trigger_search": "untargeted"}):
+        with pytest.raises(ValueError, match="warp_copies=True needs one_shot_filter=True and trigger_search"):
+            AWMConfig(warp_copies=True, **without_its_check).validate()
+        assert not AWMConfig(**without_its_check).resolve(64, 10).warp_copies
 
 
 def test_purify_adds_epochs_at_the_undecayed_rate_while_the_hunt_still_reaches_the_suspect():
