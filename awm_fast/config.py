@@ -499,11 +499,16 @@ class AWMConfig:
         """trigger_search, or the mode's choice when None: "targeted" in improved mode (round 7)."""
         return self.trigger_search or ("targeted" if self.mode == "improved" else "untargeted")
 
+    def resolved_one_shot_filter(self) -> bool:
+        """one_shot_filter, or the mode's choice when None: True in improved mode (round 5)."""
+        if self.one_shot_filter is not None:
+            return self.one_shot_filter
+        return self.mode == "improved"
+
     def _checks_warps(self) -> bool:
         """Whether purify runs the warp check (on one_shot_filter's copies, for the targeted search), where
         warp_copies acts."""
-        filters = self.one_shot_filter if self.one_shot_filter is not None else self.mode == "improved"
-        return filters and self.resolved_trigger_search() == "targeted"
+        return self.resolved_one_shot_filter() and self.resolved_trigger_search() == "targeted"
 
     def resolved_augment_beyond_one_shot(self) -> bool:
         """augment_beyond_one_shot, or the mode's choice when None: True in improved mode (round 8)."""
@@ -576,7 +581,7 @@ class AWMConfig:
             select_epoch=self.select_epoch if self.select_epoch is not None else False,
             trigger_norm=float(trigger_norm),
             trigger_search=self.resolved_trigger_search(),
-            one_shot_filter=self.one_shot_filter if self.one_shot_filter is not None else improved,
+            one_shot_filter=self.resolved_one_shot_filter(),
             warp_copies=self.warp_copies if self.warp_copies is not None else improved and self._checks_warps(),
             augment_beyond_one_shot=self.resolved_augment_beyond_one_shot(),
             targeted_norm=targeted_norm,
