@@ -11,7 +11,9 @@ original model on the same images:
 
 μ, s: the weighted mean and standard deviation of channel c's input over the step's clean images (and their
 spatial positions) in the masked model; μ⁰, s⁰ the same in the original model. The original's per-image
-moments are computed once, while the masks are all ones, so each step costs no extra forward.
+moments are computed once, while the masks are all ones, so each step costs no extra forward. Where the loop
+pulls towards the original model only on the images it labels right (distill_correct_only), the moments are of
+those images only.
 """
 
 from __future__ import annotations
@@ -30,9 +32,14 @@ class BatchNormDrift:
     per penalty, and call `close()` to remove the hooks.
     """
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, batch: int, autocast) -> None:
+    def __init__(self, model: nn.Module, x: torch.Tensor, batch: int, autocast,
+                 trust: torch.Tensor | None = None) -> None:
         """model: the masked model, masks all ones; x [N, ...] the clean images of the loop; batch: images per
-        forward when recording the original moments; autocast: a callable returning the loop's autocast context."""
+        forward when recording the original moments; autocast: a callable returning the loop's autocast context;
+        trust [N] fp32 (or None: all 1): which images the statistics count (awm_fast.loop.trusted_rows, the rule
+        of the other pulls towards the original model). An image the original model labels wrong, such as a
+        warped copy its backdoor sends to the suspect, would ask the masks to keep the backdoor's statistics."""
+        self.trust = trust
         self.norms = {name: module for name, module in model.named_modules()
                       if isinstance(module, _BatchNorm) and module.running_var is not None}
         self._inputs: dict[str, torch.Tensor] = {}
@@ -73,11 +80,13 @@ class BatchNormDrift:
         """The drift (scalar fp32) of the captured forward, whose first len(rows) inputs are the clean images x[rows].
 
         rows [U] int64 distinct row indices, weights [U] their multiplicities (any positive scale). Consumes the
-        captured inputs. 0 for a model without BatchNorm.
+        captured inputs. 0 for a model without BatchNorm, or when no row is trusted.
         """
         if not self.norms:
             return torch.zeros((), device=rows.device)
-        w = (weights / weights.sum()).float()[:, None]  # [U, 1]
+        weights = weights.float() if self.trust is None else weights.float() * self.trust[rows]
+        # No trusted row leaves w all zero: both moments are then 0 and so is the drift (no host sync to test it).
+        w = (weights / weights.sum().clamp_min(torch.finfo(torch.float32).tiny))[:, None]  # [U, 1]
         drifts = []
         for name, module in self.norms.items():
             mean, square = ((w * m).sum(0) for m in _per_image_moments(self._inputs.pop(name)[: len(rows)]))

@@ -95,8 +95,9 @@ class AWMLoop:
         if (cfg.trigger_search == "targeted") != (search is not None):
             raise ValueError(f"trigger_search={cfg.trigger_search!r} needs a TargetedSearch exactly when targeted")
         self.search = search
+        warped = search is not None and search.warp_suspected  # the warp check named the suspect
         # warp_mask_pull acts on warp suspects only: patch and blend backdoors need all the travel (round 19).
-        self.mask_pull = cfg.warp_mask_pull if search is not None and search.warp_suspected else 0.0
+        self.mask_pull = cfg.warp_mask_pull if warped else 0.0
         self.eval_fn, self.verbose = eval_fn, verbose
         self.device = x.device
         # Loss scaling wherever fp16 runs: its gradients underflow on any device. Without it on CPU, a mask whose
@@ -107,13 +108,21 @@ class AWMLoop:
         self.distill_weight = 0.0 if cfg.clean_loss == "distill" else (cfg.distill_weight or 0.0)
         needs_teacher = cfg.clean_loss == "distill" or self.distill_weight > 0
         self.teacher_probs = self._teacher_probs() if needs_teacher else None
-        # Where the pulls towards the original model (the λ·KL term, feature_distill_weight) count: trusted_rows.
+        # Where the pulls towards the original model (the λ·KL term, feature_distill_weight, the BatchNorm penalty)
+        # count: trusted_rows.
         self.trust = None
         if self.teacher_probs is not None or cfg.feature_distill_weight:
             original = self.teacher_probs.argmax(dim=1) if self.teacher_probs is not None else self._predictions()
             self.trust = trusted_rows(original, y, cfg.distill_correct_only)
+        # The BatchNorm penalty's weight: bn_drift_weight everywhere, at least warp_bn_drift_weight on a warp suspect,
+        # whose stand-in trigger the masks otherwise answer through the frozen statistics (round 29).
+        self.bn_drift_weight = max(cfg.bn_drift_weight, cfg.warp_bn_drift_weight) if warped else cfg.bn_drift_weight
+        if verbose and self.bn_drift_weight != cfg.bn_drift_weight:
+            print(f"[awm] BatchNorm penalty (β = {self.bn_drift_weight:g}) acts on the warp suspect "
+                  "(warp_bn_drift_weight)", file=sys.stderr, flush=True)
         # Built while the masks are all ones: it records the original model's BatchNorm input moments.
-        self.bn_drift = BatchNormDrift(model, x, cfg.batch_size, self._autocast) if cfg.bn_drift_weight else None
+        self.bn_drift = BatchNormDrift(model, x, cfg.batch_size, self._autocast, self.trust) \
+            if self.bn_drift_weight else None
         # Built while the masks are all ones: it records the original model's penultimate features.
         self.features = PenultimateFeatures(model, x, cfg.batch_size, self._autocast, self.trust) \
             if cfg.feature_distill_weight else None
@@ -122,6 +131,8 @@ class AWMLoop:
         always = cfg.feature_distill_gate == "always"
         self.feature_weight = cfg.feature_distill_weight if always else 0.0
         self.gate_record: dict[str, float] = {}  # what the gate saw, merged into the first epoch's record
+        if self.bn_drift_weight:
+            self.gate_record["bn_drift"] = float(self.bn_drift_weight)  # the BatchNorm penalty's weight in effect
 
     def run(self) -> tuple[torch.Tensor, list[dict[str, float]]]:
         """Returns (trigger [C, H, W] or [K, C, H, W], history)."""
@@ -393,7 +404,7 @@ class AWMLoop:
                 piece = slice(clean_rows.start, clean_rows.stop)
                 clean = self._clean_loss(logits[: len(clean_rows)], unique_rows[piece], weights[piece])
                 if self.bn_drift is not None:  # all clean rows are in this chunk (_chunks)
-                    clean = clean + self.cfg.bn_drift_weight * self.bn_drift.penalty(unique_rows, weights)
+                    clean = clean + self.bn_drift_weight * self.bn_drift.penalty(unique_rows, weights)
             if len(trigger_rows):
                 index = torch.arange(trigger_rows.start, trigger_rows.stop, device=self.device) % u
                 per_sample = F.cross_entropy(logits[len(clean_rows):], labels[index], reduction="none")
@@ -403,8 +414,8 @@ class AWMLoop:
         return clean_total, trigger_total
 
     def _chunks(self, clean: int, total: int) -> list[slice]:
-        """Slices of at most forward_chunk inputs over the `clean` images followed by their triggered copies; with
-        bn_drift_weight the clean images get one slice of their own, since their statistics must be whole."""
+        """Slices of at most forward_chunk inputs over the `clean` images followed by their triggered copies; with the
+        BatchNorm penalty the clean images get one slice of their own, since their statistics must be whole."""
         if self.bn_drift is None:
             return chunks(total, self.chunk)
         rest = chunks(total - clean, self.chunk) if total > clean else []

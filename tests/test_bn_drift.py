@@ -46,6 +46,29 @@ def test_the_drift_is_zero_unchanged_and_matches_batch_statistics_with_repeated_
     assert not model[1]._forward_pre_hooks
 
 
+def test_the_drift_counts_only_the_trusted_rows():
+    model, (x, _) = tiny_cnn(), tiny_data(per_class=3)
+    original = copy.deepcopy(model)
+    trust = torch.tensor([1.0, 0.0] * 6)  # the odd images are ones the original model would label wrong
+    drift = BatchNormDrift(model, x, batch=5, autocast=no_autocast, trust=trust)
+    with torch.no_grad():
+        model[0].weight.mul_(torch.rand(model[0].weight.shape, generator=torch.Generator().manual_seed(2)))
+    rows, counts = torch.tensor([0, 1, 4, 7, 10]), torch.tensor([2.0, 1.0, 1.0, 3.0, 1.0])
+    with drift.capture():
+        model(x[rows])
+    got = drift.penalty(rows, counts)
+    # Independently: the batch statistics of the trusted rows alone, each repeated by its multiplicity.
+    kept = trust[rows] > 0
+    expected = reference_drift(original, model, x[rows[kept]].repeat_interleave(counts[kept].long(), dim=0))
+    assert float(expected) > 1e-3
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+    # A step with no trusted row has no drift, and no NaN in it.
+    with drift.capture():
+        model(x[[1, 3]])
+    assert float(drift.penalty(torch.tensor([1, 3]), torch.ones(2))) == 0.0
+    drift.close()
+
+
 def test_a_gradient_step_on_the_drift_reduces_it():
     model, (x, _) = tiny_cnn(), tiny_data(per_class=3)
     drift = BatchNormDrift(model, x, batch=64, autocast=no_autocast)

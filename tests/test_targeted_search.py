@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import awm_fast
 from awm_fast import AWMConfig
-from awm_fast.config import IMPROVED_EXTRA_OUTER, IMPROVED_RESIDUAL_OUTER
+from awm_fast.config import IMPROVED_EXTRA_OUTER, IMPROVED_RESIDUAL_OUTER, IMPROVED_WARP_BN_DRIFT_WEIGHT
 from awm_fast.inputs import augment_one_shot_consistent
 from awm_fast.loop import RESIDUAL_BLOCK
 from awm_fast.ops.trigger import reference_project_l1_ball
@@ -538,6 +538,47 @@ def test_warp_copies_in_purify_add_the_warped_images_and_drop_unrecognisable_sus
         with pytest.raises(ValueError, match="warp_copies=True needs one_shot_filter=True and trigger_search"):
             AWMConfig(warp_copies=True, **without_its_check).validate()
         assert not AWMConfig(**without_its_check).resolve(64, 10).warp_copies
+
+
+def with_batch_norm(model: nn.Module) -> nn.Module:
+    """`model` with a BatchNorm1d after its Linear layer (running mean 0, variance 1: the same logits up to eps)."""
+    rows = model.rows if isinstance(model, ResamplingBackdoor) else model
+    rows.append(nn.BatchNorm1d(4))
+    return model.eval()
+
+
+def test_warp_bn_drift_weight_puts_the_batchnorm_penalty_on_warp_suspects_only():
+    x, y = planted_backdoor_data()
+    x, y = x[::2], y[::2]  # one image per class
+    options = {"trigger_search": "targeted", "one_shot_filter": True, "outer": 1, "extra_outer": 0,
+               "residual_check": False, "seed": 4, "backend": "torch", "mask_layers": "linear"}
+    warping = with_batch_norm(ResamplingBackdoor())
+    default = awm_fast.purify(warping, (x, y), **options)
+    assert default.history[0]["suspect_class"] == BACKDOOR_CLASS
+    assert default.config.warp_bn_drift_weight == IMPROVED_WARP_BN_DRIFT_WEIGHT  # improved mode's, round 29
+    assert default.history[0]["bn_drift"] == IMPROVED_WARP_BN_DRIFT_WEIGHT
+    # The same run as the penalty asked for everywhere at that weight, with the hunt's radius kept where it is.
+    everywhere = awm_fast.purify(warping, (x, y), bn_drift_weight=IMPROVED_WARP_BN_DRIFT_WEIGHT,
+                                 targeted_norm_max=default.config.targeted_norm, warp_bn_drift_weight=0, **options)
+    assert all(torch.equal(default.masks[name], everywhere.masks[name]) for name in default.masks)
+    plain = awm_fast.purify(warping, (x, y), warp_bn_drift_weight=0, **options)
+    assert "bn_drift" not in plain.history[0]
+    assert not all(torch.equal(default.masks[name], plain.masks[name]) for name in plain.masks)
+    # The larger of the two weights acts on a warp suspect.
+    assert awm_fast.purify(warping, (x, y), bn_drift_weight=30, **options).history[0]["bn_drift"] == 30
+    # A patch backdoor gets no warp suspect, so no penalty: the same masks as with the option off.
+    patch = with_batch_norm(planted_backdoor_model())
+    patched, unpatched = (awm_fast.purify(patch, (x, y), warp_bn_drift_weight=weight, **options)
+                          for weight in (None, 0))
+    assert "bn_drift" not in patched.history[0]
+    assert all(torch.equal(patched.masks[name], unpatched.masks[name]) for name in patched.masks)
+    for bad in (-1.0, float("nan"), "10"):
+        with pytest.raises(ValueError, match="warp_bn_drift_weight must be finite and >= 0"):
+            AWMConfig(warp_bn_drift_weight=bad).validate()
+    for without_its_check in ({"mode": "paper"}, {"one_shot_filter": False}, {"trigger_search": "untargeted"}):
+        with pytest.raises(ValueError, match="warp_bn_drift_weight=3 needs one_shot_filter=True and trigger_search"):
+            AWMConfig(warp_bn_drift_weight=3, **without_its_check).validate()
+        assert AWMConfig(**without_its_check).resolve(64, 10).warp_bn_drift_weight == 0.0
 
 
 def test_purify_adds_epochs_at_the_undecayed_rate_while_the_hunt_still_reaches_the_suspect():
