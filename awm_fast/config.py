@@ -217,7 +217,7 @@ class AWMConfig:
                        0: small ResNet WaNet 74.8 / 1.8 -> 80.6 / 1.8 (drop 10.8 -> 5.0; held-out fourth 74.4 /
                        3.1 -> 79.8 / 3.4), SmallCNN WaNet 81.6 / 2.0 -> 83.2 / 2.9; β = 10 keeps half a point
                        more and lets 1.6-3 more points of ASR stay. It costs on 8x8 digits, whose warp suspects
-                       include Blend and SIG: six models 91.6 -> 89.6 (ASR 0.0 either way). None = 3 in improved
+                       include Blend and SIG: seven models 91.4 -> 89.9 (ASR 0.0 -> 0.3). None = 3 in improved
                        mode where the warp check runs, else 0 (round 29).                                  None
         select_epoch:  keep the masks of the outer epoch with the lowest label-free score instead of
                        the last epoch's: the freshly recovered trigger's own attack success (largest
