@@ -2,7 +2,8 @@
 # hunts' cross-entropy to it (purify's extra epochs and warning use 1 as the bar), the masks' final mean, and the
 # residual check's ratio (None where it did not run), and the feature pull's gate (round 23: the first hunt's
 # trigger_window_share and the pull's weight in effect; None where there was none); since round 25 also whether the hunt
-# took the all-to-all objective, its radius every third epoch and the features the pull's release let go.
+# took the all-to-all objective, its radius every third epoch and the features the pull's release let go; since round
+# 29 the BatchNorm penalty's weight in effect (None where it was off).
 #   AWM_CACHE=DIR python knob_probe.py MODEL ATTACK:SEED ['json overrides']
 # Prints one JSON line.
 import json
@@ -34,4 +35,5 @@ print(json.dumps({"model": model_name, "case": f"{name}:{seed}", "overrides": ov
                   "all_to_all": history[0].get("all_to_all"),
                   "radii": [record.get("search_radius") for record in history][::3],
                   "released": history[0].get("feature_released"),
+                  "bn_drift": history[0].get("bn_drift"),
                   "seconds": round(time.perf_counter() - start)}), flush=True)

@@ -22,5 +22,6 @@ print(json.dumps({"model": "digits", "case": sys.argv[1], "overrides": overrides
                   "before": percent(model, x_eval, y_eval, attack),
                   "after": percent(result.model, x_eval, y_eval, attack),
                   "epochs": len(history), "a2a": history[0].get("all_to_all"), "fd": history[0].get("feature_distill"),
-                  "released": history[0].get("feature_released"), "seconds": round(time.perf_counter() - start)}),
+                  "released": history[0].get("feature_released"), "bn_drift": history[0].get("bn_drift"),
+                  "seconds": round(time.perf_counter() - start)}),
       flush=True)
