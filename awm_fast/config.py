@@ -131,7 +131,8 @@ class AWMConfig:
                        6 attacks) with β = 10: on the small ResNet mean ASR 7.3 vs 8.6 and accuracy drop 7.3
                        vs 8.0 (Blend 3.9 vs 11.1; WaNet 9.8 vs 4.8), on the SmallCNN 11.9 vs 7.2 and 4.0 vs
                        5.2 (all-to-all 45.2 vs 23.3): it helps the deeper BatchNorm network and hurts the
-                       shallow one, so it is off by default. Round 29, beside today's other defaults: SmallCNN
+                       shallow one, so it is off by default. Round 29, beside today's other defaults (before the
+                       penalty counted only the images the original labels right, distill_correct_only): SmallCNN
                        BadNets 84.8 / 4.2 -> 85.9 / 3.8 (3 seeds), but Blend s0 3.8 -> 10.9% and all-to-all s1
                        1.6 -> 4.3%; small ResNet s0 within 1.2 points of the default on BadNets, Blend and the
                        watermark. Improved mode turns it on where the warp check names the suspect
