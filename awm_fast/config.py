@@ -479,9 +479,6 @@ class AWMConfig:
             if self.residual_outer and not (self.residual_check and self.resolved_trigger_search() == "targeted"):
                 raise ValueError(f"residual_outer={self.residual_outer} needs residual_check=True and "
                                  "trigger_search='targeted': the residual check decides whether another epoch runs")
-        if self.warp_copies and not self._checks_warps():
-            raise ValueError("warp_copies=True needs one_shot_filter=True and trigger_search='targeted': it acts on "
-                             "the copies of the suspect that the targeted search's warp check names")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}")
         for name in ("gamma",):
@@ -498,10 +495,11 @@ class AWMConfig:
                 continue
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
-        if self.warp_bn_drift_weight and not self._checks_warps():
-            raise ValueError(f"warp_bn_drift_weight={self.warp_bn_drift_weight} needs one_shot_filter=True and "
-                             "trigger_search='targeted': it acts where the targeted search's warp check names the "
-                             "suspect (bn_drift_weight sets the penalty everywhere)")
+        for name in ("warp_copies", "warp_bn_drift_weight"):  # both act only where the warp check names a suspect
+            if getattr(self, name) and not self._checks_warps():
+                raise ValueError(f"{name}={getattr(self, name)!r} needs one_shot_filter=True and "
+                                 "trigger_search='targeted': it acts where the targeted search's warp check names "
+                                 "the suspect")
         _check_choice("feature_distill_gate", self.feature_distill_gate, FEATURE_DISTILL_GATES)
         if (self.feature_distill_weight and self.feature_distill_gate == "compact"
                 and self.resolved_trigger_search() != "targeted"):
@@ -552,6 +550,7 @@ class AWMConfig:
         """
         self.validate()
         improved = self.mode == "improved"
+        checks_warps = improved and self._checks_warps()  # where improved mode's warp options act
         trigger_norm = self.trigger_norm
         if trigger_norm is None:
             trigger_norm = PAPER_TRIGGER_NORM * input_numel / PAPER_INPUT_NUMEL
@@ -607,9 +606,9 @@ class AWMConfig:
             trigger_norm=float(trigger_norm),
             trigger_search=self.resolved_trigger_search(),
             one_shot_filter=self.resolved_one_shot_filter(),
-            warp_copies=self.warp_copies if self.warp_copies is not None else improved and self._checks_warps(),
+            warp_copies=self.warp_copies if self.warp_copies is not None else checks_warps,
             warp_bn_drift_weight=float(self.warp_bn_drift_weight if self.warp_bn_drift_weight is not None else
-                                       IMPROVED_WARP_BN_DRIFT_WEIGHT if improved and self._checks_warps() else 0.0),
+                                       IMPROVED_WARP_BN_DRIFT_WEIGHT if checks_warps else 0.0),
             augment_beyond_one_shot=self.resolved_augment_beyond_one_shot(),
             targeted_norm=targeted_norm,
             targeted_norm_max=float(targeted_norm_max),
